@@ -1,0 +1,101 @@
+"""The exported module: one graph, one copy of the weights, both interfaces.
+
+Outputs are the token embeddings, the masked-mean and CLS sentence embeddings, and masked-LM
+logits only at ``mask_positions`` (flat indices into batch x sequence). The [batch, seq, vocab]
+logits tensor never exists: an empty ``mask_positions`` gives a zero-row head, so embedding calls
+pay nothing for it (onnxruntime runs every node whatever outputs are requested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polyglot_onnx.export.loading import Checkpoint
+from polyglot_onnx import manifest as mf
+
+OPSET = 23  # first opset with ai.onnx Attention and RotaryEmbedding
+
+
+def graph_io(has_mlm_head: bool) -> tuple[list[str], list[str]]:
+    inputs = [mf.INPUT_IDS, mf.ATTENTION_MASK] + ([mf.MASK_POSITIONS] if has_mlm_head else [])
+    outputs = [mf.TOKEN_EMBEDDINGS, mf.SENTENCE_EMBEDDING, mf.CLS_EMBEDDING]
+    return inputs, outputs + ([mf.MASK_LOGITS] if has_mlm_head else [])
+
+
+def build_module(ckpt: Checkpoint) -> Any:
+    """A torch.nn.Module wrapping the checkpoint with the package's graph interface."""
+    import torch
+
+    strategy = ckpt.strategy
+    encoder = strategy.encoder(ckpt.model)
+
+    class PackageGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+            if ckpt.has_mlm_head:
+                self.transform = strategy.transform(ckpt.model)
+                self.decoder = ckpt.model.get_output_embeddings()
+
+        def _encode(self, input_ids: Any, attention_mask: Any) -> tuple[Any, Any, Any]:
+            batch, length = input_ids.shape
+            # [batch, seq] positions: a [1, seq] rotary cache breaks onnxruntime for batch > 1.
+            positions = torch.arange(length, device=input_ids.device).unsqueeze(0).expand(batch, length)
+            kwargs = {"token_type_ids": torch.zeros_like(input_ids)} if strategy.needs_token_type_ids else {}
+            hidden = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, **kwargs
+            ).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+            return hidden, mean, hidden[:, 0]
+
+        def forward(self, input_ids: Any, attention_mask: Any, mask_positions: Any = None) -> Any:
+            hidden, mean, cls = self._encode(input_ids, attention_mask)
+            if not ckpt.has_mlm_head:
+                return hidden, mean, cls
+            picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mask_positions)
+            logits = torch.nn.functional.linear(
+                self.transform(picked), self.decoder.weight, self.decoder.bias
+            )
+            return hidden, mean, cls, logits
+
+    return PackageGraph().eval()
+
+
+def example_inputs(ckpt: Checkpoint) -> tuple[Any, ...]:
+    import torch
+
+    high = max(ckpt.special_ids.values()) + 1
+    ids = torch.randint(high, high + 50, (2, 24), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 16:] = 0
+    if ckpt.has_mlm_head:
+        return ids, mask, torch.tensor([3, 30], dtype=torch.long)
+    return ids, mask
+
+
+def export_onnx(ckpt: Checkpoint, module: Any) -> Any:
+    """torch.onnx dynamo export at opset 23: SDPA becomes ai.onnx Attention, rotary RotaryEmbedding."""
+    import torch
+
+    inputs, outputs = graph_io(ckpt.has_mlm_head)
+    dynamic: dict[str, dict[int, str]] = {
+        mf.INPUT_IDS: {0: "batch", 1: "sequence"},
+        mf.ATTENTION_MASK: {0: "batch", 1: "sequence"},
+    }
+    if ckpt.has_mlm_head:
+        dynamic[mf.MASK_POSITIONS] = {0: "masks"}
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module,
+            example_inputs(ckpt),
+            dynamo=True,
+            opset_version=OPSET,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_shapes=dynamic,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    return program.model_proto

@@ -1,0 +1,192 @@
+"""``export_package``: checkpoint -> validated fp32 package directory, written atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyglot_onnx.export.graph import build_module, export_onnx, graph_io
+from polyglot_onnx.export.loading import Checkpoint, load_checkpoint
+from polyglot_onnx.export.passes import ClampIrVersion, DeduplicateInitializers, FusionCheck, op_counts
+from polyglot_onnx.export.validate import Tolerance, validate
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import ExportError, PolyglotError
+from polyglot_onnx.progress import Progress
+
+GRAPH_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+TOKENIZER_FILE = "tokenizer.json"
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialize >2 GB; keep a margin
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    trust_remote_code: bool = False
+    overwrite: bool = False
+    show_progress: bool = True
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("polyglot-onnx", "torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _initializer_bytes(model: Any) -> int:
+    import numpy as np
+    from onnx import helper
+
+    total = 0
+    for init in model.graph.initializer:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+        total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
+    return total
+
+
+def save_graph(model: Any, directory: Path) -> list[str]:
+    """Single file when it fits protobuf's 2 GB limit, else graph + one external data file."""
+    import onnx
+
+    if _initializer_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(directory / GRAPH_FILE))
+        return [GRAPH_FILE]
+    onnx.save_model(
+        model,
+        str(directory / GRAPH_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=DATA_FILE,
+        size_threshold=1024,
+    )
+    return [GRAPH_FILE, DATA_FILE]
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory: choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} is not empty: choose another --out or pass --overwrite")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Swap the finished temporary directory into place with renames only."""
+    backup = None
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, backup)
+    os.replace(tmp, out)
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _model_info(ckpt: Checkpoint) -> mf.ModelInfo:
+    cfg = ckpt.config
+    return mf.ModelInfo(
+        name=ckpt.source.name,
+        source=ckpt.source.location,
+        architecture=cfg.model_type,
+        num_layers=int(cfg.num_hidden_layers),
+        hidden_size=int(cfg.hidden_size),
+        num_heads=int(cfg.num_attention_heads),
+        vocab_size=int(cfg.vocab_size),
+        max_length=ckpt.max_length,
+        default_pooling=ckpt.default_pooling,
+        has_mlm_head=ckpt.has_mlm_head,
+        local_window=ckpt.strategy.local_window(cfg),
+    )
+
+
+def _tokenizer_info(ckpt: Checkpoint, vocab_size: int) -> mf.TokenizerInfo:
+    return mf.TokenizerInfo(
+        file=TOKENIZER_FILE,
+        vocab_size=vocab_size,
+        max_length=ckpt.max_length,
+        mask_token=ckpt.mask_token,
+        mask_token_id=ckpt.special_ids.get("mask") if ckpt.has_mlm_head else None,
+        pad_token_id=ckpt.special_ids["pad"],
+        special_ids=ckpt.special_ids,
+    )
+
+
+def export_package(model: str, out: str | os.PathLike[str], options: ExportOptions | None = None) -> mf.Manifest:
+    """Export ``model`` (catalog name, hub id or checkpoint dir) to a package directory at ``out``."""
+    options = options or ExportOptions()
+    out_path = Path(out).expanduser().resolve()
+    _prepare_out(out_path, options.overwrite)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(total=5, enabled=options.show_progress)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
+    try:
+        manifest = _export_into(model, tmp, options, progress)
+        _publish(tmp, out_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress.info(f"package written to {out_path}")
+    return manifest
+
+
+def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progress) -> mf.Manifest:
+    with progress.step(f"loading {model}"):
+        ckpt = load_checkpoint(model, trust_remote_code=options.trust_remote_code)
+        progress.info(
+            f"{ckpt.config.model_type}, {ckpt.config.num_hidden_layers} layers, "
+            f"{'masked-LM head' if ckpt.has_mlm_head else 'embedding-only (no masked-LM head)'}"
+        )
+    with progress.step("exporting to ONNX (torch.onnx dynamo, opset 23, fused attention)"):
+        module = build_module(ckpt)
+        try:
+            proto = export_onnx(ckpt, module)
+        except PolyglotError:
+            raise
+        except Exception as err:  # torch.export raises many types; name the stage and cause
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ExportError(f"torch.onnx.export failed for {model}: {first}") from err
+    with progress.step("graph passes (fusion check, tied weights, IR version)"):
+        expected = ckpt.strategy.expected_ops(int(ckpt.config.num_hidden_layers))
+        reports = [p.apply(proto) for p in (FusionCheck(expected), DeduplicateInitializers(), ClampIrVersion())]
+        for report in reports:
+            progress.info(f"{report.name}: {report.counts}")
+        files = save_graph(proto, tmp)
+        counts = dict(op_counts(proto))
+        del proto
+    with progress.step("validating against PyTorch (short, > local window, padded batch)"):
+        validation = validate(ckpt, module, str(tmp / GRAPH_FILE), options.tolerance)
+        progress.info(f"max abs diff: {validation['max_abs_diff']}")
+    with progress.step("writing tokenizer and manifest"):
+        from tokenizers import Tokenizer
+
+        (tmp / TOKENIZER_FILE).write_text(ckpt.tokenizer_json, encoding="utf-8")
+        vocab = Tokenizer.from_str(ckpt.tokenizer_json).get_vocab_size(with_added_tokens=True)
+        inputs, outputs = graph_io(ckpt.has_mlm_head)
+        variant = mf.Variant(
+            name="fp32",
+            files=[mf.file_entry(tmp, f) for f in files],
+            op_counts={k: v for k, v in counts.items() if k in ("Attention", "RotaryEmbedding")}
+            | {"nodes": sum(counts.values())},
+            validation=validation,
+        )
+        manifest = mf.Manifest(
+            model=_model_info(ckpt),
+            tokenizer=_tokenizer_info(ckpt, vocab),
+            inputs=inputs,
+            outputs=outputs,
+            variants={"fp32": variant},
+            versions=library_versions(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            tokenizer_sha256=mf.sha256_file(tmp / TOKENIZER_FILE),
+        )
+        mf.write_manifest(tmp, manifest)
+    return manifest

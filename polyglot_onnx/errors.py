@@ -1,0 +1,47 @@
+"""Typed errors shared by every stage.
+
+Each message says what is wrong and how to fix it; the CLI prints ``str(err)`` as one line and
+exits non-zero, so a message must stand on its own without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PolyglotError(Exception):
+    """Base class: everything the library raises on purpose."""
+
+
+class ModelNotFoundError(PolyglotError):
+    """A model name, hub id or checkpoint directory could not be resolved or loaded."""
+
+
+class ExportError(PolyglotError):
+    """The checkpoint could not be turned into a valid ONNX graph."""
+
+
+class ValidationError(ExportError):
+    """The exported graph disagrees with PyTorch beyond tolerance."""
+
+
+class FusionError(ExportError):
+    """Fused attention did not cover every encoder layer."""
+
+
+class PackageError(PolyglotError):
+    """A package directory is missing, incomplete, corrupt or inconsistent."""
+
+
+class ProviderError(PolyglotError):
+    """The requested onnxruntime execution provider is not available."""
+
+
+class InputError(PolyglotError, ValueError):
+    """The caller passed input the model cannot use (no mask token, empty list, ...)."""
+
+
+class DependencyError(PolyglotError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+
+class TruncationWarning(UserWarning):
+    """Text longer than the model maximum was truncated."""

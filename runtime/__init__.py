@@ -1,0 +1,9 @@
+"""Stage 3: the thin runtime. onnxruntime + tokenizers + numpy, nothing else.
+
+It reads a package directory and imports neither the export nor the quantize stage.
+"""
+
+from polyglot_onnx.runtime.embedder import Embedder, TokenEmbeddings, WordEmbeddings
+from polyglot_onnx.runtime.fill_mask import FillMask
+
+__all__ = ["Embedder", "FillMask", "TokenEmbeddings", "WordEmbeddings"]

@@ -1,0 +1,126 @@
+"""Embedder: sentence, token and word embeddings from any package variant."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import InputError
+from polyglot_onnx.runtime.engine import Engine
+from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
+
+POOLING_OUTPUTS: dict[str, str] = {"mean": mf.SENTENCE_EMBEDDING, "cls": mf.CLS_EMBEDDING}
+OUTPUT_KINDS = ("sentence", "token", "word")
+
+
+@dataclass(frozen=True)
+class TokenEmbeddings:
+    """One text's token vectors, with the token strings and (start, end) character offsets."""
+
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    embeddings: np.ndarray  # [n_tokens, hidden]
+
+
+@dataclass(frozen=True)
+class WordEmbeddings:
+    """One text's word vectors: subword pieces mean-pooled back to the tokenizer's words."""
+
+    words: list[str]
+    offsets: list[tuple[int, int]]
+    embeddings: np.ndarray  # [n_words, hidden]
+
+
+def _normalized(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+class Embedder:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        provider: str = "auto",
+        variant: str = "auto",
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> Embedder:
+        return cls(Engine.load(directory, provider=provider, variant=variant, threads=threads, verify=verify))
+
+    @property
+    def provider(self) -> str:
+        return self.engine.provider
+
+    @property
+    def variant(self) -> str:
+        return self.engine.variant
+
+    @property
+    def dimension(self) -> int:
+        return self.engine.manifest.model.hidden_size
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = True,
+        pooling: str | None = None,
+        output: str = "sentence",
+    ) -> Any:
+        """'sentence' -> float32 [n, hidden]; 'token' / 'word' -> one record per text, in input order."""
+        items, _ = as_text_list(texts)
+        pooling = pooling or self.engine.manifest.model.default_pooling
+        if pooling not in POOLING_OUTPUTS:
+            raise InputError(f"unknown pooling {pooling!r}: choose {' or '.join(POOLING_OUTPUTS)}")
+        if output not in OUTPUT_KINDS:
+            raise InputError(f"unknown output {output!r}: choose {', '.join(OUTPUT_KINDS)}")
+        encodings = self.engine.text.encode(items)
+        batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size)
+        if output == "sentence":
+            out = np.empty((len(items), self.dimension), dtype=np.float32)
+            for batch in batches:
+                ids, attn = self.engine.text.pad([encodings[i] for i in batch])
+                (vectors,) = self.engine.run([POOLING_OUTPUTS[pooling]], ids, attn)
+                out[batch] = vectors
+            return _normalized(out) if normalize else out
+        records: list[Any] = [None] * len(items)
+        for batch in batches:
+            ids, attn = self.engine.text.pad([encodings[i] for i in batch])
+            (hidden,) = self.engine.run([mf.TOKEN_EMBEDDINGS], ids, attn)
+            for row, i in enumerate(batch):
+                vectors = hidden[row, : len(encodings[i].ids)]
+                record = _tokens(encodings[i], vectors) if output == "token" else _words(items[i], encodings[i], vectors)
+                if normalize:
+                    record = replace(record, embeddings=_normalized(record.embeddings))
+                records[i] = record
+        return records
+
+
+def _tokens(encoding: Any, vectors: np.ndarray) -> TokenEmbeddings:
+    return TokenEmbeddings(list(encoding.tokens), [tuple(o) for o in encoding.offsets], np.array(vectors))
+
+
+def _words(text: str, encoding: Any, vectors: np.ndarray) -> WordEmbeddings:
+    """Mean of each word's pieces; special tokens (word id None) are left out."""
+    groups: dict[int, list[int]] = {}
+    for position, word in enumerate(encoding.word_ids):
+        if word is not None:
+            groups.setdefault(word, []).append(position)
+    words, offsets, pooled = [], [], []
+    for positions in groups.values():
+        start = encoding.offsets[positions[0]][0]
+        end = encoding.offsets[positions[-1]][1]
+        words.append(text[start:end].strip())
+        offsets.append((start, end))
+        pooled.append(vectors[positions].mean(axis=0))
+    hidden = vectors.shape[-1]
+    return WordEmbeddings(words, offsets, np.stack(pooled) if pooled else np.zeros((0, hidden), np.float32))

@@ -1,0 +1,80 @@
+"""The loaded package: session + tokenizer + manifest, shared by FillMask and Embedder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.runtime.package import OpenedPackage, open_package
+from polyglot_onnx.runtime.providers import create_session, resolve_provider
+from polyglot_onnx.runtime.text import TextEncoder
+
+
+@dataclass
+class Engine:
+    package: OpenedPackage
+    session: Any
+    text: TextEncoder
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        provider: str = "auto",
+        variant: str = "auto",
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> Engine:
+        choice = resolve_provider(provider)
+        package = open_package(Path(directory), variant, choice.name, verify=verify)
+        session = create_session(str(package.graph_path), choice, threads)
+        text = TextEncoder(package.tokenizer_path, package.manifest.tokenizer, _graph_vocab(session, package))
+        return cls(package=package, session=session, text=text)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that actually runs the graph."""
+        return str(self.session.get_providers()[0])
+
+    @property
+    def manifest(self) -> mf.Manifest:
+        return self.package.manifest
+
+    @property
+    def variant(self) -> str:
+        return self.package.variant.name
+
+    def run(
+        self, outputs: list[str], ids: np.ndarray, mask: np.ndarray, positions: np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
+        if mf.MASK_POSITIONS in self.manifest.inputs:
+            # Empty positions make the LM head a zero-row matmul: embedding calls skip its cost.
+            feeds[mf.MASK_POSITIONS] = positions if positions is not None else np.zeros(0, dtype=np.int64)
+        return list(self.session.run(outputs, feeds))
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "model": m.model.name,
+            "architecture": m.model.architecture,
+            "variant": self.variant,
+            "provider": self.provider,
+            "hidden_size": m.model.hidden_size,
+            "max_length": m.model.max_length,
+            "has_mlm_head": m.model.has_mlm_head,
+            "validation": self.package.variant.validation,
+        }
+
+
+def _graph_vocab(session: Any, package: OpenedPackage) -> int:
+    """Rows of the embedding table: the logits width when the graph has a head, else the manifest."""
+    for out in session.get_outputs():
+        if out.name == mf.MASK_LOGITS and isinstance(out.shape[-1], int):
+            return int(out.shape[-1])
+    return package.manifest.model.vocab_size

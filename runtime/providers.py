@@ -1,0 +1,88 @@
+"""Execution-provider choice and session creation.
+
+Asking for CUDA where it is not available is an error that lists what is available; it never
+falls back to CPU silently (onnxruntime itself would, so the session's providers are checked).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from polyglot_onnx.errors import InputError, ProviderError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    name: str  # "cpu" | "cuda"
+    providers: tuple[str, ...]
+
+
+CHOICES: dict[str, ProviderChoice] = {
+    "cpu": ProviderChoice("cpu", (CPU,)),
+    "cuda": ProviderChoice("cuda", (CUDA, CPU)),  # CPU only for ops CUDA lacks, never instead of it
+}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def resolve_provider(requested: str) -> ProviderChoice:
+    """'auto' picks CUDA when onnxruntime-gpu can use it, else CPU."""
+    available = available_providers()
+    if requested == "auto":
+        return CHOICES["cuda" if CUDA in available else "cpu"]
+    if requested not in CHOICES:
+        raise InputError(f"unknown provider {requested!r}: choose auto, cpu or cuda")
+    choice = CHOICES[requested]
+    if choice.providers[0] not in available:
+        raise ProviderError(
+            f"provider {requested!r} needs {choice.providers[0]}, but this onnxruntime offers only "
+            f"{', '.join(available)}: install onnxruntime-gpu (pip install 'polyglot-onnx[gpu]') on a CUDA "
+            "machine, or use provider='cpu'"
+        )
+    return choice
+
+
+def _preload_cuda_libraries() -> None:
+    """onnxruntime-gpu >= 1.21 can load CUDA/cuDNN from the nvidia-* pip packages itself."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - system libraries may still satisfy the provider
+            pass
+
+
+def create_session(path: str, choice: ProviderChoice, threads: int | None = None) -> object:
+    """An InferenceSession on exactly the chosen provider, with full graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    if choice.name == "cuda":
+        _preload_cuda_libraries()
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=list(choice.providers))
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        from polyglot_onnx.errors import PackageError
+
+        raise PackageError(f"onnxruntime cannot load {path}: {first[:300]}") from err
+    active = session.get_providers()
+    if active[0] != choice.providers[0]:
+        raise ProviderError(
+            f"{choice.providers[0]} failed to initialise and onnxruntime fell back to {active[0]}: check the "
+            "CUDA and cuDNN libraries onnxruntime-gpu needs, or use provider='cpu'"
+        )
+    return session
