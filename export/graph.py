@@ -8,6 +8,10 @@ pay nothing for it (onnxruntime runs every node whatever outputs are requested).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from polyglot_onnx.export.loading import Checkpoint
@@ -74,6 +78,20 @@ def example_inputs(ckpt: Checkpoint) -> tuple[Any, ...]:
     return ids, mask
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter logs optional-op registrations and deprecation notices: not the user's concern."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(ckpt: Checkpoint, module: Any) -> Any:
     """torch.onnx dynamo export at opset 23: SDPA becomes ai.onnx Attention, rotary RotaryEmbedding."""
     import torch
@@ -85,7 +103,7 @@ def export_onnx(ckpt: Checkpoint, module: Any) -> Any:
     }
     if ckpt.has_mlm_head:
         dynamic[mf.MASK_POSITIONS] = {0: "masks"}
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             module,
             example_inputs(ckpt),

@@ -74,8 +74,14 @@ def train_gemma_like(corpus: Path, vocab_size: int = 1500) -> Any:
 
 
 def _save(model: Any, tokenizer: Any, out: Path) -> Path:
+    from transformers.utils import logging as hf_logging
+
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)  # safetensors
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(out)  # safetensors
+    finally:
+        hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(out)
     return out
 

@@ -1,0 +1,83 @@
+"""Session fixtures: tiny checkpoints built once, exported once, shared by every test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CORPUS = Path(__file__).parent / "data" / "multilingual.txt"
+
+
+@dataclass(frozen=True)
+class Tiny:
+    name: str
+    checkpoint: Path
+    package: Path
+    mask_token: str | None
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
+    """tiny-bert (BertForMaskedLM), tiny-modernbert (16-token window), tiny-encoder (no head, ST files)."""
+    from polyglot_onnx.export import ExportOptions, export_package
+    from polyglot_onnx.export.tiny import build_tiny_bert, build_tiny_modernbert
+
+    root = tmp_path_factory.mktemp("tiny")
+    builders = {
+        "tiny-bert": (lambda out: build_tiny_bert(out, CORPUS), "[MASK]"),
+        "tiny-modernbert": (lambda out: build_tiny_modernbert(out, CORPUS), "<mask>"),
+        "tiny-encoder": (lambda out: build_tiny_bert(out, CORPUS, with_head=False), None),
+    }
+    models = {}
+    for name, (build, mask) in builders.items():
+        ckpt = build(root / "checkpoints" / name)
+        pkg = root / "packages" / name
+        export_package(str(ckpt), pkg, ExportOptions(show_progress=False))
+        models[name] = Tiny(name, ckpt, pkg, mask)
+    return models
+
+
+@pytest.fixture(scope="session", params=["tiny-bert", "tiny-modernbert"])
+def mlm(request: pytest.FixtureRequest, tiny_models: dict[str, Tiny]) -> Tiny:
+    """Each architecture with a masked-LM head."""
+    return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def torch_reference(tiny_models: dict[str, Tiny]) -> Any:
+    """PyTorch forward of a tiny checkpoint: last hidden state for one unpadded text."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    cache: dict[str, Any] = {}
+
+    def run(name: str, text: str) -> Any:
+        if name not in cache:
+            path = tiny_models[name].checkpoint
+            model = AutoModel.from_pretrained(path, attn_implementation="sdpa").eval()
+            cache[name] = (model, AutoTokenizer.from_pretrained(path))
+        model, tok = cache[name]
+        enc = tok(text, return_tensors="pt", truncation=True, max_length=tiny_max_length(tiny_models[name]))
+        with torch.no_grad():
+            return model(**enc).last_hidden_state[0].numpy()
+
+    return run
+
+
+def tiny_max_length(tiny: Tiny) -> int:
+    from polyglot_onnx.manifest import read_manifest
+
+    return read_manifest(tiny.package).model.max_length
+
+
+def sample_lines(n: int | None = None) -> list[str]:
+    lines = [l for l in CORPUS.read_text(encoding="utf-8").splitlines() if l.strip()]
+    return lines[:n] if n else lines
