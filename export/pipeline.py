@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.export.graph import build_module, export_onnx, graph_io
-from polyglot_onnx.export.loading import Checkpoint, load_checkpoint
+from polyglot_onnx.export.loading import Checkpoint, Source, load_checkpoint
 from polyglot_onnx.export.passes import ClampIrVersion, DeduplicateInitializers, FusionCheck, op_counts
 from polyglot_onnx.export.validate import Tolerance, validate
 from polyglot_onnx import manifest as mf
@@ -29,6 +29,7 @@ class ExportOptions:
     tolerance: Tolerance = field(default_factory=Tolerance)
     trust_remote_code: bool = False
     overwrite: bool = False
+    random_weights: bool = False  # catalog name -> architecture-exact checkpoint, random weights
     show_progress: bool = True
 
 
@@ -138,9 +139,24 @@ def export_package(model: str, out: str | os.PathLike[str], options: ExportOptio
     return manifest
 
 
+def _load(model: str, options: ExportOptions, workdir: Path) -> Checkpoint:
+    if not options.random_weights:
+        return load_checkpoint(model, trust_remote_code=options.trust_remote_code)
+    from polyglot_onnx.catalog import get_spec
+    from polyglot_onnx.export.random_weights import build_random_checkpoint
+    from polyglot_onnx.export.tiny import default_corpus
+
+    spec = get_spec(model)
+    path = build_random_checkpoint(spec, workdir / spec.name, default_corpus())
+    ckpt = load_checkpoint(str(path))
+    ckpt.source = Source(name=spec.name, location=f"random-weights:{spec.hub_id}", is_local=True)
+    return ckpt
+
+
 def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progress) -> mf.Manifest:
-    with progress.step(f"loading {model}"):
-        ckpt = load_checkpoint(model, trust_remote_code=options.trust_remote_code)
+    with progress.step(f"loading {model}" + (" (building random weights)" if options.random_weights else "")):
+        with tempfile.TemporaryDirectory(prefix="polyglot-ckpt-") as workdir:
+            ckpt = _load(model, options, Path(workdir))
         progress.info(
             f"{ckpt.config.model_type}, {ckpt.config.num_hidden_layers} layers, "
             f"{'masked-LM head' if ckpt.has_mlm_head else 'embedding-only (no masked-LM head)'}"

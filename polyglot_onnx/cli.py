@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing package at --out")
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (off by default)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--random-weights", action="store_true",
+                   help="catalog model only: build the exact architecture with random weights (no download)")
 
     p = sub.add_parser("fill-mask", help="predict the mask token")
     _runtime_args(p)
@@ -87,6 +89,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
         overwrite=args.overwrite,
         show_progress=not args.quiet,
+        random_weights=args.random_weights,
     )
     export_package(args.model, args.out, options)
     return 0

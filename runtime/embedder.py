@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError
-from polyglot_onnx.runtime.engine import Engine
+from polyglot_onnx.runtime.engine import EngineClient
 from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
 
 POOLING_OUTPUTS: dict[str, str] = {"mean": mf.SENTENCE_EMBEDDING, "cls": mf.CLS_EMBEDDING}
@@ -41,28 +40,8 @@ def _normalized(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
-class Embedder:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    @classmethod
-    def load(
-        cls,
-        directory: str | os.PathLike[str],
-        provider: str = "auto",
-        variant: str = "auto",
-        threads: int | None = None,
-        verify: bool = True,
-    ) -> Embedder:
-        return cls(Engine.load(directory, provider=provider, variant=variant, threads=threads, verify=verify))
-
-    @property
-    def provider(self) -> str:
-        return self.engine.provider
-
-    @property
-    def variant(self) -> str:
-        return self.engine.variant
+class Embedder(EngineClient):
+    """Sentence vectors for search and clustering; token and word vectors for alignment and tagging."""
 
     @property
     def dimension(self) -> int:

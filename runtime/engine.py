@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import PolyglotError
 from polyglot_onnx.runtime.package import OpenedPackage, open_package
 from polyglot_onnx.runtime.providers import create_session, resolve_provider
 from polyglot_onnx.runtime.text import TextEncoder
@@ -56,7 +57,14 @@ class Engine:
         if mf.MASK_POSITIONS in self.manifest.inputs:
             # Empty positions make the LM head a zero-row matmul: embedding calls skip its cost.
             feeds[mf.MASK_POSITIONS] = positions if positions is not None else np.zeros(0, dtype=np.int64)
-        return list(self.session.run(outputs, feeds))
+        try:
+            return list(self.session.run(outputs, feeds))
+        except Exception as err:  # onnxruntime's own error types; keep its first line only
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PolyglotError(
+                f"onnxruntime failed on a batch of shape {tuple(ids.shape)} ({first[:200]}): "
+                "lower batch_size, or check the package with 'polyglot-onnx info'"
+            ) from err
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
@@ -78,3 +86,33 @@ def _graph_vocab(session: Any, package: OpenedPackage) -> int:
         if out.name == mf.MASK_LOGITS and isinstance(out.shape[-1], int):
             return int(out.shape[-1])
     return package.manifest.model.vocab_size
+
+
+class EngineClient:
+    """What FillMask and Embedder share: loading a package and saying what actually runs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        provider: str = "auto",
+        variant: str = "auto",
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> Any:
+        """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks)."""
+        return cls(Engine.load(directory, provider=provider, variant=variant, threads=threads, verify=verify))
+
+    @property
+    def provider(self) -> str:
+        return self.engine.provider
+
+    @property
+    def variant(self) -> str:
+        return self.engine.variant
+
+    def describe(self) -> dict[str, Any]:
+        return self.engine.describe()

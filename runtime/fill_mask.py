@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -11,13 +10,13 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError, PolyglotError
-from polyglot_onnx.runtime.engine import Engine
+from polyglot_onnx.runtime.engine import Engine, EngineClient
 from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
 
 Prediction = dict[str, Any]  # {"score", "token", "token_str", "sequence"}
 
 
-class FillMask:
+class FillMask(EngineClient):
     """Predicts the model's own mask token ([MASK] for mBERT, <mask> for mmBERT)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -26,28 +25,9 @@ class FillMask:
                 f"{engine.manifest.model.name} was exported without a masked-LM head (embedding-only "
                 "package): use Embedder, or export a *ForMaskedLM checkpoint for fill-mask"
             )
-        self.engine = engine
+        super().__init__(engine)
         self.mask_token: str = engine.manifest.tokenizer.mask_token or ""
         self.mask_id: int = int(engine.manifest.tokenizer.mask_token_id or 0)
-
-    @classmethod
-    def load(
-        cls,
-        directory: str | os.PathLike[str],
-        provider: str = "auto",
-        variant: str = "auto",
-        threads: int | None = None,
-        verify: bool = True,
-    ) -> FillMask:
-        return cls(Engine.load(directory, provider=provider, variant=variant, threads=threads, verify=verify))
-
-    @property
-    def provider(self) -> str:
-        return self.engine.provider
-
-    @property
-    def variant(self) -> str:
-        return self.engine.variant
 
     def __call__(
         self,

@@ -188,3 +188,18 @@ def test_unsupported_architecture(tmp_path):
     GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path / "gpt")
     with pytest.raises(ExportError, match="not supported.*bert, modernbert"):
         export_package(str(tmp_path / "gpt"), tmp_path / "out", ExportOptions(show_progress=False))
+
+
+def test_large_graphs_use_external_data(tiny_models, tmp_path, monkeypatch):
+    """Above the protobuf limit the weights go to model.onnx.data; the runtime checks and loads both."""
+    from polyglot_onnx import Embedder
+    from polyglot_onnx.export import pipeline
+
+    monkeypatch.setattr(pipeline, "EXTERNAL_DATA_THRESHOLD", 0)
+    out = tmp_path / "pkg"
+    manifest = export_package(str(tiny_models["tiny-modernbert"].checkpoint), out, ExportOptions(show_progress=False))
+    files = [f.path for f in manifest.variants["fp32"].files]
+    assert files == ["model.onnx", "model.onnx.data"]
+    assert (out / "model.onnx.data").stat().st_size > 2 * (out / "model.onnx").stat().st_size
+    reference = Embedder.load(tiny_models["tiny-modernbert"].package).encode(["hello world"])
+    np.testing.assert_allclose(Embedder.load(out).encode(["hello world"]), reference, atol=1e-6)
