@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None, help="catalog name, hub id or checkpoint dir")
     p.add_argument("--out", default="polyglot-demo", help="working directory (default ./polyglot-demo)")
     p.add_argument("--corpus", default=None, help="tokenizer-training text for the tiny models")
+    p.add_argument("--random-weights", action="store_true", help="catalog MODEL at full size with random weights")
     return parser
 
 
@@ -168,7 +169,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from polyglot_onnx.demo import run_demo
 
-    run_demo(args.model, Path(args.out), Path(args.corpus) if args.corpus else None)
+    if args.random_weights and args.model is None:
+        raise PolyglotError("--random-weights needs a catalog MODEL (mbert-cased, mmbert-small, mmbert-base)")
+    run_demo(args.model, Path(args.out), Path(args.corpus) if args.corpus else None, args.random_weights)
     return 0
 
 

@@ -34,7 +34,7 @@ def _checkpoints(model: str | None, out: Path, corpus: Path | None) -> list[tupl
     return built
 
 
-def run_demo(model: str | None, out: Path, corpus: Path | None = None) -> list[Path]:
+def run_demo(model: str | None, out: Path, corpus: Path | None = None, random_weights: bool = False) -> list[Path]:
     """Export each model, then show fill-mask predictions and a cosine-similarity matrix."""
     from polyglot_onnx.export import ExportOptions, export_package
     from polyglot_onnx.runtime import Embedder, FillMask
@@ -42,7 +42,7 @@ def run_demo(model: str | None, out: Path, corpus: Path | None = None) -> list[P
     packages = []
     for name, source in _checkpoints(model, out, corpus):
         target = out / "packages" / name
-        manifest = export_package(source, target, ExportOptions(overwrite=True))
+        manifest = export_package(source, target, ExportOptions(overwrite=True, random_weights=random_weights))
         packages.append(target)
         print(f"\n== {name}: {target}")
         if manifest.model.has_mlm_head:
@@ -58,6 +58,6 @@ def run_demo(model: str | None, out: Path, corpus: Path | None = None) -> list[P
         sims = vectors @ vectors.T
         for text, row in zip(PARALLEL, np.round(sims, 3)):
             print(f"  {text[:28]:<28} " + " ".join(f"{x:6.3f}" for x in row))
-    print("\n(the tiny default models have random weights: predictions are noise, the pipeline is real)"
-          if model is None else "")
+    if model is None or random_weights:
+        print("\n(random weights: the predictions are noise, the pipeline is the real one)")
     return packages
