@@ -68,14 +68,15 @@ class DeduplicateInitializers:
         keep = []
         saved = 0
         for init in model.graph.initializer:
-            array = numpy_helper.to_array(init)
-            if array.nbytes < self.min_bytes:
+            # raw_data is how exporters store weights: hash it as is, no numpy copy of 1 GB tables
+            data = init.raw_data or numpy_helper.to_array(init).tobytes()
+            if len(data) < self.min_bytes:
                 keep.append(init)
                 continue
-            key = (init.data_type, tuple(init.dims), hashlib.sha256(array.tobytes()).hexdigest())
+            key = (init.data_type, tuple(init.dims), hashlib.sha256(data).hexdigest())
             if key in seen:
                 rename[init.name] = seen[key]
-                saved += array.nbytes
+                saved += len(data)
             else:
                 seen[key] = init.name
                 keep.append(init)
