@@ -16,6 +16,10 @@ from polyglot_onnx.runtime.providers import create_session, resolve_provider
 from polyglot_onnx.runtime.text import TextEncoder
 
 
+# Batch width rounded up per provider (padding is masked out, so results do not change).
+PAD_MULTIPLE: dict[str, int] = {"cuda": 8}
+
+
 @dataclass
 class Engine:
     package: OpenedPackage
@@ -35,6 +39,7 @@ class Engine:
         package = open_package(Path(directory), variant, choice.name, verify=verify)
         session = create_session(str(package.graph_path), choice, threads)
         text = TextEncoder(package.tokenizer_path, package.manifest.tokenizer, _graph_vocab(session, package))
+        text.pad_to_multiple = PAD_MULTIPLE.get(choice.name, 1)
         return cls(package=package, session=session, text=text)
 
     @property

@@ -42,6 +42,8 @@ class TextEncoder:
             raise PackageError(f"{path.name} cannot be read by tokenizers ({err}): re-export the package") from err
         self.info = info
         self.max_length = info.max_length
+        # CUDA's memory-efficient attention (ModernBERT's windowed mask) needs lengths divisible by 4.
+        self.pad_to_multiple = 1
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
         self._check_vocab(graph_vocab)
@@ -75,7 +77,8 @@ class TextEncoder:
 
     def pad(self, encodings: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad to the longest in the batch: int64 ids and attention mask."""
-        width = max(len(e.ids) for e in encodings)
+        longest = max(len(e.ids) for e in encodings)
+        width = -(-longest // self.pad_to_multiple) * self.pad_to_multiple
         ids = np.full((len(encodings), width), self.info.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
         for row, enc in enumerate(encodings):

@@ -268,3 +268,21 @@ def test_runtime_imports_no_heavy_packages():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_extra_padding_changes_nothing(mlm):
+    """CUDA pads batches to a multiple of 8 for the fused kernels; the results must not move."""
+    emb = Embedder.load(mlm.package, provider="cpu")
+    fm = FillMask.load(mlm.package, provider="cpu")
+    texts = sample_lines(5)
+    masked = [f"{fm.mask_token} {texts[0]}", f"{texts[1]} {fm.mask_token}"]
+    plain_vec, plain_tok, plain_fm = emb.encode(texts), emb.encode(texts, output="token"), fm(masked)
+    emb.engine.text.pad_to_multiple = fm.engine.text.pad_to_multiple = 8
+    ids, _ = emb.engine.text.pad(emb.engine.text.encode(texts))
+    assert ids.shape[1] % 8 == 0
+    np.testing.assert_allclose(emb.encode(texts), plain_vec, atol=1e-5)
+    for a, b in zip(emb.encode(texts, output="token"), plain_tok):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)
+    for a, b in zip(fm(masked), plain_fm):
+        assert [p["token"] for p in a] == [p["token"] for p in b]
