@@ -6,7 +6,9 @@ the error names the model and suggests a local directory instead of a network st
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,19 +93,25 @@ def _sentence_transformers_facts(directory: Path) -> tuple[str | None, int | Non
     return pooling, max_len
 
 
-def load_checkpoint(model: str, trust_remote_code: bool = False) -> Checkpoint:
-    """Load model + fast tokenizer in fp32 with SDPA attention (the route that fuses to ONNX Attention)."""
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Our progress lines replace transformers' bars and load reports (e.g. an unused pooler)."""
     from transformers.utils import logging as hf_logging
 
-    # Our progress lines replace transformers' bars and load reports (e.g. an unused pooler).
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        return _load(model, trust_remote_code)
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+
+
+def load_checkpoint(model: str, trust_remote_code: bool = False) -> Checkpoint:
+    """Load model + fast tokenizer in fp32 with SDPA attention (the route that fuses to ONNX Attention)."""
+    with quiet_transformers():
+        return _load(model, trust_remote_code)
 
 
 def _load(model: str, trust_remote_code: bool) -> Checkpoint:

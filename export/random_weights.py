@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.catalog import ModelSpec
-from polyglot_onnx.export.tiny import train_gemma_like, train_wordpiece
+from polyglot_onnx.export.tiny import save_checkpoint, train_gemma_like, train_wordpiece
 
 
 def _pad_wordpiece(tokenizer: Any, size: int) -> Any:
@@ -68,7 +68,6 @@ def build_random_checkpoint(spec: ModelSpec, out: Path, corpus: Path, seed: int 
     """Save ``spec``'s architecture with seeded random weights and a real-size tokenizer to ``out``."""
     import torch
     import transformers
-    from transformers.utils import logging as hf_logging
 
     recipe = RECIPES[spec.architecture]
     tokenizer = recipe.pad_tokenizer(recipe.train_tokenizer(corpus), spec.vocab_size)
@@ -76,12 +75,5 @@ def build_random_checkpoint(spec: ModelSpec, out: Path, corpus: Path, seed: int 
     config = getattr(transformers, recipe.config_class)(**fields)
     torch.manual_seed(seed)
     model = getattr(transformers, recipe.model_class)(config).eval()
-    out.mkdir(parents=True, exist_ok=True)
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(out)
-    finally:
-        hf_logging.enable_progress_bar()
     tokenizer.model_max_length = spec.max_length
-    tokenizer.save_pretrained(out)
-    return out
+    return save_checkpoint(model, tokenizer, out)

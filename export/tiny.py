@@ -73,16 +73,14 @@ def train_gemma_like(corpus: Path, vocab_size: int = 1500) -> Any:
     )
 
 
-def _save(model: Any, tokenizer: Any, out: Path) -> Path:
-    from transformers.utils import logging as hf_logging
+def save_checkpoint(model: Any, tokenizer: Any, out: Path) -> Path:
+    """A Hugging Face directory (safetensors + tokenizer files), without transformers' progress bars."""
+    from polyglot_onnx.export.loading import quiet_transformers
 
     out.mkdir(parents=True, exist_ok=True)
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(out)  # safetensors
-    finally:
-        hf_logging.enable_progress_bar()
-    tokenizer.save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     return out
 
 
@@ -104,8 +102,8 @@ def build_tiny_bert(out: Path, corpus: Path, seed: int = 0, with_head: bool = Tr
     )
     model = BertForMaskedLM(config).eval()
     if with_head:
-        return _save(model, tokenizer, out)
-    _save(model.bert, tokenizer, out)
+        return save_checkpoint(model, tokenizer, out)
+    save_checkpoint(model.bert, tokenizer, out)
     (out / "modules.json").write_text(
         json.dumps([
             {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -143,7 +141,7 @@ def build_tiny_modernbert(out: Path, corpus: Path, seed: int = 0) -> Path:
         sep_token_id=1,
     )
     model = ModernBertForMaskedLM(config).eval()
-    return _save(model, tokenizer, out)
+    return save_checkpoint(model, tokenizer, out)
 
 
 @dataclass(frozen=True)
