@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx import manifest as mf
-from polyglot_onnx.errors import PolyglotError
+from polyglot_onnx.errors import PolyglotError, first_line
 from polyglot_onnx.runtime.package import OpenedPackage, open_package
 from polyglot_onnx.runtime.providers import create_session, resolve_provider
 from polyglot_onnx.runtime.text import TextEncoder
@@ -25,22 +25,6 @@ class Engine:
     package: OpenedPackage
     session: Any
     text: TextEncoder
-
-    @classmethod
-    def load(
-        cls,
-        directory: str | os.PathLike[str],
-        provider: str = "auto",
-        variant: str = "auto",
-        threads: int | None = None,
-        verify: bool = True,
-    ) -> Engine:
-        choice = resolve_provider(provider)
-        package = open_package(Path(directory), variant, choice.name, verify=verify)
-        session = create_session(str(package.graph_path), choice, threads)
-        text = TextEncoder(package.tokenizer_path, package.manifest.tokenizer, _graph_vocab(session, package))
-        text.pad_to_multiple = PAD_MULTIPLE.get(choice.name, 1)
-        return cls(package=package, session=session, text=text)
 
     @property
     def provider(self) -> str:
@@ -65,9 +49,8 @@ class Engine:
         try:
             return list(self.session.run(outputs, feeds))
         except Exception as err:  # onnxruntime's own error types; keep its first line only
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise PolyglotError(
-                f"onnxruntime failed on a batch of shape {tuple(ids.shape)} ({first[:200]}): "
+                f"onnxruntime failed on a batch of shape {tuple(ids.shape)} ({first_line(err, 200)}): "
                 "lower batch_size, or check the package with 'polyglot-onnx info'"
             ) from err
 
@@ -109,7 +92,12 @@ class EngineClient:
         verify: bool = True,
     ) -> Any:
         """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks)."""
-        return cls(Engine.load(directory, provider=provider, variant=variant, threads=threads, verify=verify))
+        choice = resolve_provider(provider)
+        package = open_package(Path(directory), variant, choice.name, verify=verify)
+        session = create_session(str(package.graph_path), choice, threads)
+        text = TextEncoder(package.tokenizer_path, package.manifest.tokenizer, _graph_vocab(session, package))
+        text.pad_to_multiple = PAD_MULTIPLE.get(choice.name, 1)
+        return cls(Engine(package=package, session=session, text=text))
 
     @property
     def provider(self) -> str:
