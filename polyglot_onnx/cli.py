@@ -25,6 +25,8 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="auto", help="auto, fp32, ... (a variant in the package)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("texts", nargs="*", help="input texts (fill-mask: containing the model's mask token)")
+    p.add_argument("--file", help="read texts from FILE, one per line (- for stdin)")
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
@@ -56,15 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fill-mask", help="predict the mask token")
     _runtime_args(p)
-    p.add_argument("texts", nargs="*", help="texts containing the model's mask token")
-    p.add_argument("--file", help="read texts from FILE, one per line (- for stdin)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--targets", help="comma-separated words to score instead of the whole vocabulary")
 
     p = sub.add_parser("embed", help="sentence, token or word embeddings")
     _runtime_args(p)
-    p.add_argument("texts", nargs="*")
-    p.add_argument("--file", help="read texts from FILE, one per line (- for stdin)")
     p.add_argument("--pooling", choices=["mean", "cls"], default=None, help="default: the package's")
     p.add_argument("--output", choices=["sentence", "token", "word"], default="sentence")
     p.add_argument("--no-normalize", action="store_true")
