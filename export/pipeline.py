@@ -15,7 +15,7 @@ from polyglot_onnx.export.loading import Checkpoint, Source, load_checkpoint
 from polyglot_onnx.export.passes import ClampIrVersion, DeduplicateInitializers, FusionCheck, op_counts
 from polyglot_onnx.export.validate import Tolerance, validate
 from polyglot_onnx import manifest as mf
-from polyglot_onnx.errors import ExportError, PolyglotError
+from polyglot_onnx.errors import ExportError, PolyglotError, first_line
 from polyglot_onnx.progress import Progress
 
 GRAPH_FILE = "model.onnx"
@@ -168,8 +168,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
         except PolyglotError:
             raise
         except Exception as err:  # torch.export raises many types; name the stage and cause
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ExportError(f"torch.onnx.export failed for {model}: {first}") from err
+            raise ExportError(f"torch.onnx.export failed for {model}: {first_line(err, None)}") from err
     with progress.step("graph passes (fusion check, tied weights, IR version)"):
         expected = ckpt.strategy.expected_ops(int(ckpt.config.num_hidden_layers))
         reports = [p.apply(proto) for p in (FusionCheck(expected), DeduplicateInitializers(), ClampIrVersion())]

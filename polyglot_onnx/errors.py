@@ -43,5 +43,11 @@ class DependencyError(PolyglotError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 
 
+def first_line(err: BaseException, limit: int | None = 300) -> str:
+    """The first line of a foreign exception (onnxruntime, torch.export), for one-line messages."""
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:limit]
+
+
 class TruncationWarning(UserWarning):
     """Text longer than the model maximum was truncated."""

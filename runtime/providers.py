@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from polyglot_onnx.errors import InputError, ProviderError
+from polyglot_onnx.errors import InputError, PackageError, ProviderError, first_line
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -75,10 +75,8 @@ def create_session(path: str, choice: ProviderChoice, threads: int | None = None
     try:
         session = ort.InferenceSession(path, sess_options=options, providers=list(choice.providers))
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        from polyglot_onnx.errors import PackageError
 
-        raise PackageError(f"onnxruntime cannot load {path}: {first[:300]}") from err
+        raise PackageError(f"onnxruntime cannot load {path}: {first_line(err)}") from err
     active = session.get_providers()
     if active[0] != choice.providers[0]:
         raise ProviderError(
