@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from polyglot_onnx.export.loading import Checkpoint
+
 from polyglot_onnx import manifest as mf
 
 OPSET = 23  # first opset with ai.onnx Attention and RotaryEmbedding

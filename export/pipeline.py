@@ -12,16 +12,22 @@ from typing import Any
 
 from polyglot_onnx.export.graph import build_module, export_onnx, graph_io
 from polyglot_onnx.export.loading import Checkpoint, Source, load_checkpoint
-from polyglot_onnx.export.passes import ClampIrVersion, DeduplicateInitializers, FusionCheck, op_counts
+from polyglot_onnx.export.passes import (
+    ClampIrVersion,
+    DeduplicateInitializers,
+    FusionCheck,
+    op_counts,
+)
 from polyglot_onnx.export.validate import Tolerance, validate
+
 from polyglot_onnx import manifest as mf
+from polyglot_onnx import onnx_files
 from polyglot_onnx.errors import ExportError, PolyglotError, first_line
 from polyglot_onnx.progress import Progress
 
 GRAPH_FILE = "model.onnx"
-DATA_FILE = "model.onnx.data"
 TOKENIZER_FILE = "tokenizer.json"
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # protobuf cannot serialize >2 GB; keep a margin
+EXTERNAL_DATA_THRESHOLD = onnx_files.EXTERNAL_DATA_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -45,33 +51,8 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _initializer_bytes(model: Any) -> int:
-    import numpy as np
-    from onnx import helper
-
-    total = 0
-    for init in model.graph.initializer:
-        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
-        total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
-    return total
-
-
 def save_graph(model: Any, directory: Path) -> list[str]:
-    """Single file when it fits protobuf's 2 GB limit, else graph + one external data file."""
-    import onnx
-
-    if _initializer_bytes(model) < EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, str(directory / GRAPH_FILE))
-        return [GRAPH_FILE]
-    onnx.save_model(
-        model,
-        str(directory / GRAPH_FILE),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=DATA_FILE,
-        size_threshold=1024,
-    )
-    return [GRAPH_FILE, DATA_FILE]
+    return onnx_files.save_graph(model, directory, GRAPH_FILE, EXTERNAL_DATA_THRESHOLD)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -142,9 +123,10 @@ def export_package(model: str, out: str | os.PathLike[str], options: ExportOptio
 def _load(model: str, options: ExportOptions, workdir: Path) -> Checkpoint:
     if not options.random_weights:
         return load_checkpoint(model, trust_remote_code=options.trust_remote_code)
-    from polyglot_onnx.catalog import get_spec
     from polyglot_onnx.export.random_weights import build_random_checkpoint
     from polyglot_onnx.export.tiny import default_corpus
+
+    from polyglot_onnx.catalog import get_spec
 
     spec = get_spec(model)
     path = build_random_checkpoint(spec, workdir / spec.name, default_corpus())

@@ -23,7 +23,15 @@ def _lines(corpus: Path) -> list[str]:
 
 def train_wordpiece(corpus: Path, vocab_size: int = 1200) -> Any:
     """Cased WordPiece like mBERT's: BERT normalizer without lower-casing, [CLS] x [SEP]."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -49,7 +57,15 @@ def train_wordpiece(corpus: Path, vocab_size: int = 1200) -> Any:
 
 def train_gemma_like(corpus: Path, vocab_size: int = 1500) -> Any:
     """Metaspace BPE with mmBERT's special-token layout (pad 0, eos 1, bos 2, unk 3, mask 4)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -27,6 +27,10 @@ class FusionError(ExportError):
     """Fused attention did not cover every encoder layer."""
 
 
+class QuantizeError(PolyglotError):
+    """A quantized or converted variant could not be built, verified or written."""
+
+
 class PackageError(PolyglotError):
     """A package directory is missing, incomplete, corrupt or inconsistent."""
 

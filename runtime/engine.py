@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from polyglot_onnx import manifest as mf
-from polyglot_onnx.errors import PolyglotError, first_line
 from polyglot_onnx.runtime.package import OpenedPackage, open_package
 from polyglot_onnx.runtime.providers import create_session, resolve_provider
 from polyglot_onnx.runtime.text import TextEncoder
 
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import PolyglotError, first_line
 
 # Batch width rounded up per provider (padding is masked out, so results do not change).
 PAD_MULTIPLE: dict[str, int] = {"cuda": 8}
@@ -64,8 +63,18 @@ class Engine:
             "hidden_size": m.model.hidden_size,
             "max_length": m.model.max_length,
             "has_mlm_head": m.model.has_mlm_head,
-            "validation": self.package.variant.validation,
+            "validation": {k: v for k, v in self.package.variant.validation.items() if k != "drift"},
+            "drift": drift_summary(self.package.variant),
         }
+
+
+def drift_summary(variant: mf.Variant) -> dict[str, Any] | None:
+    """The accuracy evidence the drift checker recorded for this variant, or None if never checked."""
+    drift = variant.validation.get("drift")
+    if not drift:
+        return None
+    keys = ("reference", "corpus", "passed", "overall", "failures", "checked")
+    return {k: drift[k] for k in keys if k in drift}
 
 
 def _graph_vocab(session: Any, package: OpenedPackage) -> int:
@@ -74,6 +83,23 @@ def _graph_vocab(session: Any, package: OpenedPackage) -> int:
         if out.name == mf.MASK_LOGITS and isinstance(out.shape[-1], int):
             return int(out.shape[-1])
     return package.manifest.model.vocab_size
+
+
+def load_engine(
+    directory: str | os.PathLike[str],
+    provider: str = "auto",
+    variant: str = "auto",
+    threads: int | None = None,
+    verify: bool = True,
+    refuse_unfit: bool = True,
+) -> Engine:
+    """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks)."""
+    choice = resolve_provider(provider)
+    package = open_package(Path(directory), variant, choice.name, verify=verify, refuse_unfit=refuse_unfit)
+    session = create_session(str(package.graph_path), choice, threads)
+    text = TextEncoder(package.tokenizer_path, package.manifest.tokenizer, _graph_vocab(session, package))
+    text.pad_to_multiple = PAD_MULTIPLE.get(choice.name, 1)
+    return Engine(package=package, session=session, text=text)
 
 
 class EngineClient:
@@ -92,12 +118,7 @@ class EngineClient:
         verify: bool = True,
     ) -> Any:
         """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks)."""
-        choice = resolve_provider(provider)
-        package = open_package(Path(directory), variant, choice.name, verify=verify)
-        session = create_session(str(package.graph_path), choice, threads)
-        text = TextEncoder(package.tokenizer_path, package.manifest.tokenizer, _graph_vocab(session, package))
-        text.pad_to_multiple = PAD_MULTIPLE.get(choice.name, 1)
-        return cls(Engine(package=package, session=session, text=text))
+        return cls(load_engine(directory, provider, variant, threads, verify))
 
     @property
     def provider(self) -> str:

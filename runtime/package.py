@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyglot_onnx.errors import InputError, PackageError
-from polyglot_onnx.manifest import Manifest, Variant, read_manifest, sha256_file, verify_files
+from polyglot_onnx.manifest import (
+    Manifest,
+    Variant,
+    read_manifest,
+    sha256_file,
+    verify_files,
+)
 
 log = logging.getLogger("polyglot_onnx")
 
@@ -34,7 +40,8 @@ class OpenedPackage:
         return self.root / self.manifest.tokenizer.file
 
 
-def choose_variant(manifest: Manifest, requested: str, provider: str) -> Variant:
+def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unfit: bool = True) -> Variant:
+    """``refuse_unfit=False`` lets the drift checker run an fp16 graph on CPU (slow, but exact)."""
     available = manifest.variants
     if requested == "auto":
         for name in AUTO_PREFERENCE[provider]:
@@ -45,16 +52,18 @@ def choose_variant(manifest: Manifest, requested: str, provider: str) -> Variant
         raise PackageError(f"package has none of the variants {AUTO_PREFERENCE[provider]}: re-export it")
     if requested not in available:
         raise InputError(f"variant {requested!r} is not in this package: it has {', '.join(available)}")
-    if (requested, provider) in REFUSED:
+    if refuse_unfit and (requested, provider) in REFUSED:
         raise InputError(REFUSED[(requested, provider)])
     return available[requested]
 
 
-def open_package(directory: str | Path, variant: str, provider: str, verify: bool = True) -> OpenedPackage:
+def open_package(
+    directory: str | Path, variant: str, provider: str, verify: bool = True, refuse_unfit: bool = True
+) -> OpenedPackage:
     """Read the manifest, pick the variant and check every file it needs against its sha256."""
     root = Path(directory).expanduser()
     manifest = read_manifest(root)
-    chosen = choose_variant(manifest, variant, provider)
+    chosen = choose_variant(manifest, variant, provider, refuse_unfit)
     tokenizer = root / manifest.tokenizer.file
     if not tokenizer.is_file():
         raise PackageError(f"{manifest.tokenizer.file} is missing from {root}: re-export the package")

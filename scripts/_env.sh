@@ -8,5 +8,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 "$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints.txt torch==2.13.0
-"$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[export,test]"
+"$VENV/bin/pip" install -q --disable-pip-version-check -c scripts/constraints.txt -e ".[export,quantize,test]"
 export PATH="$PWD/$VENV/bin:$PATH"

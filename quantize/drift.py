@@ -1,0 +1,453 @@
+"""The drift checker: what each variant costs in accuracy, per language and script.
+
+Every variant runs on the same multilingual corpus as a reference (the package's own fp32 graph,
+or the PyTorch checkpoint), text by text; the per-text figures are aggregated overall, per
+language and per script, checked against per-variant gates, and for a failing variant the first
+encoder layer whose hidden state diverges is located by exposing each layer's output.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from polyglot_onnx.quantize.corpus import Corpus, load_corpus
+from polyglot_onnx.quantize.metrics import (
+    DIRECTIONS,
+    TextDrift,
+    aggregate,
+    grouped,
+    text_drift,
+)
+
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import InputError, ModelNotFoundError
+from polyglot_onnx.progress import Progress
+
+REFERENCES = ("fp32", "torch")
+
+# Default gates per variant (README "Drift gates"); every language must pass, not just the mean.
+DEFAULT_GATES: dict[str, dict[str, float]] = {
+    "fp32": {"sentence_cosine_min": 0.9999, "top1_agreement": 0.99, "kl_mean": 1e-4, "nonfinite": 0},
+    "fp16": {"sentence_cosine_min": 0.999, "top1_agreement": 0.95, "kl_mean": 0.005, "nonfinite": 0},
+    "int8": {
+        "sentence_cosine_p5": 0.98,
+        "sentence_cosine_min": 0.95,
+        "top1_agreement": 0.80,
+        "top5_overlap": 0.70,
+        "kl_mean": 0.10,
+        "nonfinite": 0,
+    },
+}
+DEFAULT_GATES["int8-static"] = DEFAULT_GATES["int8"]
+DEFAULT_GATES["int8-mixed"] = DEFAULT_GATES["int8"]
+SQNR_FLOOR_DB = 20.0  # a layer output below this signal-to-noise ratio has diverged
+
+
+def gate_for(variant: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
+    base = dict(DEFAULT_GATES.get(variant, DEFAULT_GATES["int8"]))
+    return base | (overrides or {})
+
+
+def check_thresholds(overrides: dict[str, float]) -> None:
+    """Thresholds out of range are refused before any work starts."""
+    for metric, value in overrides.items():
+        if metric not in DIRECTIONS:
+            raise InputError(f"unknown drift metric {metric!r}: choose from {', '.join(DIRECTIONS)}")
+        if not np.isfinite(value):
+            raise InputError(f"threshold for {metric} must be a finite number, got {value}")
+        bounded = metric.startswith(("sentence_cosine", "top"))
+        if bounded and not (-1.0 if "cosine" in metric else 0.0) <= value <= 1.0:
+            raise InputError(f"threshold for {metric} must lie in [{-1 if 'cosine' in metric else 0}, 1], got {value}")
+        if not bounded and value < 0:
+            raise InputError(f"threshold for {metric} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    reference: str = "fp32"
+    corpus: str | None = None  # None -> built-in corpus
+    variants: tuple[str, ...] = ()  # () -> every variant but the reference
+    thresholds: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 16
+    localize: str = "failing"  # failing | always | never
+    sqnr_floor: float = SQNR_FLOOR_DB
+    threads: int | None = None
+    show_progress: bool = True
+
+
+class Runner(Protocol):
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray | None) -> dict[str, np.ndarray]: ...
+
+
+def _pooling_output(manifest: mf.Manifest) -> str:
+    return mf.CLS_EMBEDDING if manifest.model.default_pooling == "cls" else mf.SENTENCE_EMBEDDING
+
+
+class OnnxRunner:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.outputs = [mf.TOKEN_EMBEDDINGS, _pooling_output(engine.manifest)]
+        if engine.manifest.model.has_mlm_head:
+            self.outputs.append(mf.MASK_LOGITS)
+        self.seconds = 0.0
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray | None) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        wanted = self.outputs if positions is not None else self.outputs[:2]
+        values = self.engine.run(wanted, ids, mask, positions)
+        self.seconds += time.perf_counter() - start
+        return dict(zip(wanted, values))
+
+
+class TorchRunner:
+    """The checkpoint the package came from, through the export's own wrapper module."""
+
+    def __init__(self, manifest: mf.Manifest) -> None:
+        from polyglot_onnx.export.graph import build_module
+        from polyglot_onnx.export.loading import load_checkpoint
+
+        source = manifest.model.source
+        if source.startswith("random-weights:"):
+            raise InputError(
+                "this package was exported from random weights, so there is no PyTorch checkpoint to compare "
+                "with: use --reference fp32"
+            )
+        try:
+            self.module = build_module(load_checkpoint(source))
+        except ModelNotFoundError as err:
+            raise ModelNotFoundError(f"--reference torch: {err}") from err
+        self.pooling = _pooling_output(manifest)
+        self.seconds = 0.0
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray | None) -> dict[str, np.ndarray]:
+        import torch
+
+        start = time.perf_counter()
+        args = [torch.from_numpy(ids), torch.from_numpy(mask)]
+        if positions is not None:
+            args.append(torch.from_numpy(positions))
+        elif hasattr(self.module, "decoder"):  # the head always runs: give it zero rows
+            args.append(torch.zeros(0, dtype=torch.long))
+        with torch.no_grad():
+            outs = [o.numpy() for o in self.module(*args)]
+        self.seconds += time.perf_counter() - start
+        names = [mf.TOKEN_EMBEDDINGS, mf.SENTENCE_EMBEDDING, mf.CLS_EMBEDDING, mf.MASK_LOGITS]
+        values = dict(zip(names, outs))
+        out = {mf.TOKEN_EMBEDDINGS: values[mf.TOKEN_EMBEDDINGS], self.pooling: values[self.pooling]}
+        if positions is not None:
+            out[mf.MASK_LOGITS] = values[mf.MASK_LOGITS]
+        return out
+
+
+@dataclass
+class Encoded:
+    """The corpus tokenized once: plain ids, and a masked copy (middle content token) for fill-mask."""
+
+    ids: list[list[int]]
+    masked: list[list[int]] | None
+    mask_at: list[int]
+
+
+def encode_corpus(engine: Any, corpus: Corpus) -> Encoded:
+    import warnings
+
+    from polyglot_onnx.errors import TruncationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        encodings = engine.text.encode([s.text for s in corpus.samples])
+    ids = [list(e.ids) for e in encodings]
+    info = engine.manifest.tokenizer
+    if not engine.manifest.model.has_mlm_head or info.mask_token_id is None:
+        return Encoded(ids, None, [])
+    masked, mask_at = [], []
+    for enc in encodings:
+        content = [i for i, special in enumerate(enc.special_tokens_mask) if not special]
+        if not content:
+            raise InputError("a corpus text has no content tokens after tokenization: remove empty lines")
+        at = content[len(content) // 2]
+        row = list(enc.ids)
+        row[at] = int(info.mask_token_id)
+        masked.append(row)
+        mask_at.append(at)
+    return Encoded(ids, masked, mask_at)
+
+
+def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _batches(lengths: list[int], size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def compare(
+    reference: Runner,
+    variants: dict[str, Runner],
+    corpus: Corpus,
+    encoded: Encoded,
+    pad_id: int,
+    batch_size: int,
+    progress: Progress,
+) -> dict[str, list[TextDrift]]:
+    """Per-text drift of every variant; logits never accumulate (256k-wide rows stay per batch)."""
+    rows: dict[str, list[TextDrift | None]] = {name: [None] * len(corpus.samples) for name in variants}
+    sentence_key = None
+    batches = _batches([len(r) for r in encoded.ids], batch_size)
+    for done, batch in enumerate(batches, 1):
+        ids, mask = _pad([encoded.ids[i] for i in batch], pad_id)
+        ref = reference(ids, mask, None)
+        sentence_key = sentence_key or next(k for k in ref if k != mf.TOKEN_EMBEDDINGS)
+        ref_logits = var_logits = None
+        if encoded.masked is not None:
+            m_ids, m_mask = _pad([encoded.masked[i] for i in batch], pad_id)
+            positions = np.array([r * m_ids.shape[1] + encoded.mask_at[i] for r, i in enumerate(batch)], np.int64)
+            ref_logits = reference(m_ids, m_mask, positions)[mf.MASK_LOGITS]
+        for name, runner in variants.items():
+            out = runner(ids, mask, None)
+            if encoded.masked is not None:
+                var_logits = runner(m_ids, m_mask, positions)[mf.MASK_LOGITS]
+            for r, i in enumerate(batch):
+                n = len(encoded.ids[i])
+                sample = corpus.samples[i]
+                rows[name][i] = text_drift(
+                    sample.language,
+                    sample.script,
+                    ref[mf.TOKEN_EMBEDDINGS][r, :n],
+                    out[mf.TOKEN_EMBEDDINGS][r, :n],
+                    ref[sentence_key][r],
+                    out[sentence_key][r],
+                    (ref_logits[r], var_logits[r]) if ref_logits is not None and var_logits is not None else None,
+                )
+        if done % max(1, len(batches) // 5) == 0 or done == len(batches):
+            progress.info(f"{done}/{len(batches)} batches")
+    return {name: [r for r in got if r is not None] for name, got in rows.items()}
+
+
+def evaluate_gate(variant: str, overall: dict[str, Any], by_language: dict[str, Any], gate: dict[str, float]) -> list[dict[str, Any]]:
+    """Every (group, metric) outside its threshold; groups are 'overall' and each language."""
+    failures = []
+    groups = {"overall": overall} | {f"language {k}": v for k, v in by_language.items()}
+    for group, figures in groups.items():
+        for metric, threshold in gate.items():
+            if metric not in figures:
+                continue
+            value = figures[metric]
+            bad = value < threshold if DIRECTIONS[metric] == "min" else value > threshold
+            if bad:
+                failures.append(
+                    {"variant": variant, "group": group, "metric": metric, "value": value, "threshold": threshold}
+                )
+    return failures
+
+
+def failure_line(failure: dict[str, Any]) -> str:
+    op = "<" if DIRECTIONS[failure["metric"]] == "min" else ">"
+    return (
+        f"{failure['variant']} fails on {failure['group']}: {failure['metric']} "
+        f"{failure['value']:.4g} {op} {failure['threshold']:.4g}"
+    )
+
+
+@dataclass
+class DriftReport:
+    package: str
+    reference: str
+    corpus: dict[str, Any]
+    variants: dict[str, dict[str, Any]]
+    checked: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    @property
+    def passed(self) -> bool:
+        return all(v["passed"] for v in self.variants.values())
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [f for v in self.variants.values() for f in v["failures"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package": self.package,
+            "reference": self.reference,
+            "corpus": self.corpus,
+            "checked": self.checked,
+            "passed": self.passed,
+            "variants": self.variants,
+        }
+
+
+def _targets(manifest: mf.Manifest, options: DriftOptions) -> list[str]:
+    available = list(manifest.variants)
+    wanted = list(options.variants) or [v for v in available if v != "fp32" or options.reference == "torch"]
+    for name in wanted:
+        if name not in available:
+            raise InputError(f"variant {name!r} is not in this package: it has {', '.join(available)}")
+        if name == "fp32" and options.reference == "fp32":
+            raise InputError("fp32 cannot be checked against itself: use --reference torch, or leave fp32 out")
+    if not wanted:
+        raise InputError(
+            "the package has only the fp32 variant: add variants with 'polyglot-onnx quantize DIR' "
+            "or check fp32 against PyTorch with --reference torch"
+        )
+    return wanted
+
+
+def run_drift(directory: str | Path, options: DriftOptions | None = None) -> DriftReport:
+    """Measure every requested variant against the reference on the corpus."""
+    from polyglot_onnx.runtime.engine import load_engine
+
+    options = options or DriftOptions()
+    if options.reference not in REFERENCES:
+        raise InputError(f"unknown reference {options.reference!r}: choose fp32 or torch")
+    if options.localize not in ("failing", "always", "never"):
+        raise InputError(f"localize must be failing, always or never, not {options.localize!r}")
+    check_thresholds(options.thresholds)
+    root = Path(directory)
+    manifest = mf.read_manifest(root)
+    targets = _targets(manifest, options)
+    corpus = load_corpus(options.corpus)
+    progress = Progress(total=3, enabled=options.show_progress)
+
+    with progress.step(f"loading reference ({options.reference}) and {', '.join(targets)}"):
+        ref_engine = load_engine(root, "cpu", "fp32", options.threads)
+        reference: Any = TorchRunner(manifest) if options.reference == "torch" else OnnxRunner(ref_engine)
+        runners = {
+            name: OnnxRunner(load_engine(root, "cpu", name, options.threads, refuse_unfit=False)) for name in targets
+        }
+        encoded = encode_corpus(ref_engine, corpus)
+        info = corpus.describe()
+        progress.info(f"corpus {info['name']}: {info['texts']} texts, {info['languages']} languages, {info['scripts']} scripts")
+    with progress.step(f"running {len(corpus.samples)} texts (plain + masked) through every variant"):
+        rows = compare(
+            reference, runners, corpus, encoded, manifest.tokenizer.pad_token_id, options.batch_size, progress
+        )
+    results: dict[str, dict[str, Any]] = {}
+    with progress.step("aggregating, gating and localizing"):
+        for name, got in rows.items():
+            overall = aggregate(got)
+            by_language = grouped(got, "language")
+            gate = gate_for(name, options.thresholds)
+            failures = evaluate_gate(name, overall, by_language, gate)
+            results[name] = {
+                "passed": not failures,
+                "gate": gate,
+                "overall": overall,
+                "by_language": by_language,
+                "by_script": grouped(got, "script"),
+                "failures": failures,
+                "seconds": round(runners[name].seconds, 3),
+                "reference_seconds": round(reference.seconds, 3),
+                "localization": None,
+            }
+            if options.localize == "always" or (options.localize == "failing" and failures):
+                results[name]["localization"] = localize(root, manifest, name, corpus, encoded, options)
+            for failure in failures[:5]:
+                progress.info(failure_line(failure))
+            progress.info(f"{name}: {'PASS' if not failures else f'FAIL ({len(failures)} checks)'}")
+    return DriftReport(str(root), options.reference, info, results)
+
+
+def _probe_session(root: Path, variant: mf.Variant, names: list[str], threads: int | None) -> tuple[Any, list[str]]:
+    import onnxruntime as ort
+    from polyglot_onnx.quantize.graphs import expose, load_model
+
+    model = load_model(root / variant.graph_file)
+    probes = expose(model, names)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session, probes
+
+
+def localize(
+    root: Path, manifest: mf.Manifest, variant: str, corpus: Corpus, encoded: Encoded, options: DriftOptions
+) -> dict[str, Any]:
+    """Per-layer SQNR and cosine of hidden states against the fp32 graph; the first below the floor.
+
+    The fp32 graph is the layer reference for both --reference modes: export validated it against
+    PyTorch to 1e-4, far below any quantization noise.
+    """
+    from polyglot_onnx.quantize.graphs import layer_outputs, load_model
+
+    fp32 = manifest.variants["fp32"]
+    names = layer_outputs(load_model(root / fp32.graph_file))
+    if variant == "fp32":
+        return {"layers": [], "diverges_at": None, "note": "fp32 is the layer reference; see the export validation"}
+    ref_session, probes = _probe_session(root, fp32, names, options.threads)
+    var_session, _ = _probe_session(root, manifest.variants[variant], names, options.threads)
+    signal = np.zeros(len(names))
+    noise = np.zeros(len(names))
+    cos_sum = np.zeros(len(names))
+    tokens = 0
+    sample = list(range(0, len(encoded.ids), max(1, len(encoded.ids) // 64)))[:64]
+    for batch in _batches([len(encoded.ids[i]) for i in sample], options.batch_size):
+        rows = [encoded.ids[sample[i]] for i in batch]
+        ids, mask = _pad(rows, manifest.tokenizer.pad_token_id)
+        feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
+        if mf.MASK_POSITIONS in manifest.inputs:
+            feeds[mf.MASK_POSITIONS] = np.zeros(0, dtype=np.int64)
+        ref = ref_session.run(probes, feeds)
+        var = var_session.run(probes, feeds)
+        valid = mask.astype(bool)
+        for k in range(len(names)):
+            a, b = ref[k][valid].astype(np.float64), var[k][valid].astype(np.float64)
+            b = np.nan_to_num(b, nan=1e30, posinf=1e30, neginf=-1e30)
+            signal[k] += float((a**2).sum())
+            noise[k] += float(((a - b) ** 2).sum())
+            cos_sum[k] += float(
+                ((a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)).sum()
+            )
+        tokens += int(valid.sum())
+    layers = []
+    for k in range(len(names)):
+        sqnr = float(10 * np.log10(signal[k] / noise[k])) if noise[k] > 0 else float("inf")
+        layers.append({"layer": k, "tensor": names[k], "sqnr_db": sqnr, "cosine": float(cos_sum[k] / max(tokens, 1))})
+    below = [entry["layer"] for entry in layers if entry["sqnr_db"] < options.sqnr_floor]
+    drops = [layers[0]["sqnr_db"] if layers else 0.0] + [
+        layers[k - 1]["sqnr_db"] - layers[k]["sqnr_db"] for k in range(1, len(layers))
+    ]
+    return {
+        "reference": "fp32 graph",
+        "sqnr_floor_db": options.sqnr_floor,
+        "layers": layers,
+        "diverges_at": below[0] if below else None,
+        "largest_drop_at": int(np.argmax(drops)) if layers else None,
+    }
+
+
+def record(directory: str | Path, report: DriftReport) -> mf.Manifest:
+    """Write each variant's drift evidence into manifest.json (atomically), so the package carries it."""
+    root = Path(directory)
+    manifest = mf.read_manifest(root)
+    variants = dict(manifest.variants)
+    for name, result in report.variants.items():
+        evidence = {
+            "reference": report.reference,
+            "corpus": report.corpus,
+            "checked": report.checked,
+            "passed": result["passed"],
+            "gate": result["gate"],
+            "overall": result["overall"],
+            "by_language": result["by_language"],
+            "by_script": result["by_script"],
+            "failures": result["failures"],
+            "localization": result["localization"],
+        }
+        variant = variants[name]
+        variants[name] = replace(variant, validation=variant.validation | {"drift": evidence})
+    updated = replace(manifest, variants=variants)
+    mf.write_manifest(root, updated)
+    return updated

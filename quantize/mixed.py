@@ -1,0 +1,238 @@
+"""Drift-guided mixed precision: keep the most sensitive MatMuls in fp32 until a drift budget holds.
+
+Sensitivity is measured end to end, not guessed: each candidate (every weight MatMul, and the
+int8 embedding table) is emulated alone in int8 inside the fp32 graph (DynamicQuantizeLinear ->
+DequantizeLinear on its input, rounded weights), and the drift it causes on the corpus is measured.
+The candidates are then kept in fp32 in that order and the real int8 graph is rebuilt and its drift
+(mean relative error of the token embeddings against fp32) measured, doubling then bisecting the
+prefix length, until the budget holds with the fewest fp32 candidates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from polyglot_onnx.quantize.corpus import load_corpus
+from polyglot_onnx.quantize.graphs import (
+    layer_index,
+    load_model,
+    weight_matmuls,
+)
+from polyglot_onnx.quantize.int8 import quantize_dynamic_int8
+
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import QuantizeError
+from polyglot_onnx.progress import Progress
+
+
+def _session(model: Any, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _feeds(root: Path, manifest: mf.Manifest, corpus: str | None, per_language: int) -> list[dict[str, np.ndarray]]:
+    from polyglot_onnx.runtime.engine import load_engine
+
+    engine = load_engine(root, "cpu", "fp32", verify=False)
+    texts = [s.text for s in load_corpus(corpus).subset(per_language, minimum=64).samples]
+    feeds = []
+    for start in range(0, len(texts), 16):
+        ids, mask = engine.text.pad(engine.text.encode(texts[start : start + 16]))
+        feed = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
+        if mf.MASK_POSITIONS in manifest.inputs:
+            feed[mf.MASK_POSITIONS] = np.zeros(0, dtype=np.int64)
+        feeds.append(feed)
+    return feeds
+
+
+def _tokens(session: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Token embeddings per text (padding dropped)."""
+    out = []
+    for feed in feeds:
+        (hidden,) = session.run([mf.TOKEN_EMBEDDINGS], feed)
+        for row, keep in zip(hidden, feed[mf.ATTENTION_MASK].astype(bool)):
+            out.append(row[keep].astype(np.float64))
+    return out
+
+
+def token_drift(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    """Mean over texts of ||candidate - reference|| / ||reference||: the scalar the budget bounds.
+
+    Token embeddings rather than pooled ones: averaging over tokens hides most of the noise, so a
+    sentence-level budget could not tell which MatMuls matter.
+    """
+    errors = [np.linalg.norm(c - r) / max(np.linalg.norm(r), 1e-30) for r, c in zip(reference, candidate)]
+    return float(np.mean(errors))
+
+
+EMBEDDING = "<embedding table>"  # the tied lookup + head table, a candidate like any MatMul
+
+
+def _fake_weight(w: np.ndarray, per_channel: bool) -> np.ndarray:
+    wmax = np.abs(w).max(axis=0, keepdims=True) if per_channel else np.abs(w).max()
+    wscale = np.where(wmax == 0, 1.0, wmax / 127.0)
+    return (np.clip(np.round(w / wscale), -127, 127) * wscale).astype(np.float32)
+
+
+def fake_quantized(fp32: Any, candidate: str, per_channel: bool, block: int) -> Any:
+    """fp32 graph with one candidate emulating int8 as onnxruntime's dynamic kernels compute it.
+
+    MatMul: DynamicQuantizeLinear -> DequantizeLinear on the activation (u8, per batch) and the
+    weight replaced by its s8 round trip; the embedding table by its block-wise round trip.
+    """
+    from onnx import helper, numpy_helper
+    from polyglot_onnx.quantize.embedding import (
+        dequantize_blocks,
+        pick_block,
+        quantize_blocks,
+        word_embedding_lookup,
+    )
+
+    model = load_model_copy(fp32)
+    inits = {i.name: i for i in model.graph.initializer}
+    if candidate == EMBEDDING:
+        init = inits[word_embedding_lookup(model).input[0]]
+        table = numpy_helper.to_array(init)
+        rounded = dequantize_blocks(*quantize_blocks(table, pick_block(table.shape[1], block)))
+        init.CopyFrom(numpy_helper.from_array(rounded, init.name))
+        return model
+    nodes = list(model.graph.node)
+    at, node = next((k, n) for k, n in enumerate(nodes) if n.name == candidate)
+    weight = numpy_helper.to_array(inits[node.input[1]])
+    w_name, x = f"{node.input[1]}.fq", node.input[0]
+    model.graph.initializer.append(numpy_helper.from_array(_fake_weight(weight, per_channel), w_name))
+    q = [f"{x}.{candidate}.{part}" for part in ("q", "s", "z", "dq")]
+    nodes[at:at] = [
+        helper.make_node("DynamicQuantizeLinear", [x], q[:3], name=f"{candidate}.dql"),
+        helper.make_node("DequantizeLinear", q[:3], [q[3]], name=f"{candidate}.dq"),
+    ]
+    node.input[0], node.input[1] = q[3], w_name
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def sensitivities(
+    fp32: Any,
+    feeds: list[dict[str, np.ndarray]],
+    reference: list[np.ndarray],
+    int8: Any,
+    threads: int | None,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """End-to-end drift of each candidate emulated alone in int8, largest first.
+
+    End to end because local error misleads: a LayerNorm right after the embedding lookup
+    amplifies the table's rounding far more than a MatMul's own output error suggests.
+    """
+    candidates = [n.name for n in weight_matmuls(fp32)]
+    if int8.embedding_block:
+        candidates.append(EMBEDDING)
+    index = {n.name: layer_index(n) for n in fp32.graph.node}
+    ranked = []
+    for k, name in enumerate(candidates, 1):
+        model = fake_quantized(fp32, name, int8.per_channel, int8.embedding_block)
+        drift = token_drift(reference, _tokens(_session(model, threads), feeds))
+        ranked.append({"node": name, "layer": index.get(name), "drift_alone": drift})
+        if k % max(1, len(candidates) // 4) == 0:
+            progress.info(f"sensitivity {k}/{len(candidates)}")
+    return sorted(ranked, key=lambda r: -r["drift_alone"])
+
+
+def _options_keeping(base: Any, keep: list[str]) -> Any:
+    matmuls = tuple(k for k in keep if k != EMBEDDING)
+    return replace(base, keep_fp32=matmuls, embedding_block=0 if EMBEDDING in keep else base.embedding_block)
+
+
+def load_model_copy(model: Any) -> Any:
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def _latency_ms(model: Any, feed: dict[str, np.ndarray], output: str, threads: int | None, runs: int = 7) -> float:
+    session = _session(model, threads)
+    session.run([output], feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run([output], feed)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def mixed_precision_int8(root: Path, manifest: mf.Manifest, options: Any, progress: Progress) -> tuple[Any, dict[str, Any]]:
+    """The int8 graph with the fewest fp32 MatMuls whose drift stays within ``options.max_drift``."""
+    budget = float(options.max_drift)
+    fp32_path = root / manifest.variants["fp32"].graph_file
+    feeds = _feeds(root, manifest, options.corpus, per_language=4)
+    fp32 = load_model(fp32_path)
+    reference = _tokens(_session(fp32, options.threads), feeds)
+    ranked = sensitivities(fp32, feeds, reference, options.int8, options.threads, progress)
+    progress.info(f"sensitivity of {len(ranked)} candidates measured; most sensitive: {ranked[0]['node']} (layer {ranked[0]['layer']})")
+    order = [r["node"] for r in ranked]
+    cache: dict[int, tuple[Any, float]] = {}
+
+    def build(k: int) -> tuple[Any, float]:
+        if k not in cache:
+            model, _ = quantize_dynamic_int8(load_model(fp32_path), _options_keeping(options.int8, order[:k]))
+            drift = token_drift(reference, _tokens(_session(model, options.threads), feeds))
+            progress.info(f"{k:>3} of {len(order)} kept in fp32 -> drift {drift:.3g} (budget {budget:.3g})")
+            cache[k] = (model, drift)
+        return cache[k]
+
+    plain_model, plain = build(0)
+    if plain <= budget:
+        chosen = 0
+    else:
+        _, floor = build(len(order))
+        if floor > budget:
+            raise QuantizeError(
+                f"--max-drift {budget:g} cannot be met: with every MatMul and the embedding table in fp32 the "
+                f"graph still drifts {floor:.3g}; raise --max-drift or use the fp32 variant"
+            )
+        low, high = 0, 1  # invariant: build(low) misses the budget, build(high) may meet it
+        while high < len(order) and build(high)[1] > budget:
+            low, high = high, min(2 * high, len(order))
+        while high - low > 1:
+            mid = (low + high) // 2
+            if build(mid)[1] <= budget:
+                high = mid
+            else:
+                low = mid
+        chosen = high
+    model, drift = build(chosen)
+    keep = order[:chosen]
+    sample = feeds[0]
+    report = {
+        "method": "dynamic, drift-guided mixed precision",
+        "options": _options_keeping(options.int8, keep).describe(),
+        "mixed_precision": {
+            "max_drift": budget,
+            "drift_metric": "mean relative error of token embeddings vs fp32",
+            "corpus_texts": int(sum(f[mf.INPUT_IDS].shape[0] for f in feeds)),
+            "drift_plain_int8": plain,
+            "drift_mixed": drift,
+            "fp32_nodes": [r for r in ranked if r["node"] in set(keep)],
+            "candidates": len(order),
+            "evaluations": len(cache),
+            "bytes_plain_int8": plain_model.ByteSize(),
+            "bytes_mixed": model.ByteSize(),
+            "latency_ms_plain_int8": _latency_ms(plain_model, sample, mf.TOKEN_EMBEDDINGS, options.threads),
+            "latency_ms_mixed": _latency_ms(model, sample, mf.TOKEN_EMBEDDINGS, options.threads),
+            "latency_batch": list(sample[mf.INPUT_IDS].shape),
+        },
+    }
+    progress.info(f"kept {len(keep)} of {len(order)} candidates in fp32: drift {plain:.3g} -> {drift:.3g}")
+    return model, report
