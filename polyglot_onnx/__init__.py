@@ -17,6 +17,7 @@ from polyglot_onnx.errors import (
     PackageError,
     PolyglotError,
     ProviderError,
+    QuantizeError,
     TruncationWarning,
     ValidationError,
 )
@@ -30,10 +31,15 @@ _LAZY = {
     "WordEmbeddings": "polyglot_onnx.runtime",
     "export_package": "polyglot_onnx.export",
     "ExportOptions": "polyglot_onnx.export",
+    "quantize_package": "polyglot_onnx.quantize",
+    "QuantizeOptions": "polyglot_onnx.quantize",
+    "run_drift": "polyglot_onnx.quantize",
+    "DriftOptions": "polyglot_onnx.quantize",
 }
 
 __all__ = [
     "DependencyError",
+    "DriftOptions",
     "Embedder",
     "ExportError",
     "ExportOptions",
@@ -44,11 +50,15 @@ __all__ = [
     "PackageError",
     "PolyglotError",
     "ProviderError",
+    "QuantizeError",
+    "QuantizeOptions",
     "TokenEmbeddings",
     "TruncationWarning",
     "ValidationError",
     "WordEmbeddings",
     "export_package",
+    "quantize_package",
+    "run_drift",
 ]
 
 
@@ -65,4 +75,9 @@ def __getattr__(name: str) -> Any:
             raise DependencyError(
                 "export needs the export extra: pip install 'polyglot-onnx[export]' torch==2.13.0"
             ) from err
+    if _LAZY[name] == "polyglot_onnx.quantize":
+        try:
+            import onnx  # noqa: F401
+        except ImportError as err:
+            raise DependencyError("quantize needs the quantize extra: pip install 'polyglot-onnx[quantize]'") from err
     return getattr(importlib.import_module(_LAZY[name]), name)

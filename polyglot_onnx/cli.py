@@ -1,4 +1,4 @@
-"""``polyglot-onnx``: export | fill-mask | embed | info | demo.
+"""``polyglot-onnx``: export | quantize | drift | fill-mask | embed | info | demo.
 
 Library errors become one line on stderr and a non-zero exit here, and only here. Heavy imports
 happen inside the command that needs them, so runtime commands work without torch.
@@ -41,6 +41,39 @@ def _texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
+def _quantize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-drift", type=float, default=None,
+                   help="int8: keep the most sensitive MatMuls in fp32 until the token-embedding drift is below this")
+    p.add_argument("--corpus", default=None, help="calibration / drift text (default: the built-in corpus)")
+    p.add_argument("--per-tensor", action="store_true", help="int8 weights per tensor instead of per channel")
+    p.add_argument("--reduce-range", action="store_true", help="7-bit int8 weights (for CPUs without VNNI)")
+    p.add_argument("--embedding-block", type=int, default=64, help="int8 embedding block size; 0 keeps it fp32")
+    p.add_argument("--no-drift", action="store_true", help="skip the drift check after building")
+    p.add_argument("--threads", type=int, default=None)
+    if not any(a.dest == "overwrite" for a in p._actions):
+        p.add_argument("--overwrite", action="store_true", help="rebuild variants the package already has")
+    if not any(a.dest == "quiet" for a in p._actions):
+        p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _quantize_options(args: argparse.Namespace) -> Any:
+    from polyglot_onnx.quantize import Int8Options, QuantizeOptions
+
+    if args.embedding_block < 0:
+        raise PolyglotError(f"--embedding-block must be 0 (fp32 table) or a power of two >= 16, got {args.embedding_block}")
+    return QuantizeOptions(
+        int8=Int8Options(
+            per_channel=not args.per_tensor, reduce_range=args.reduce_range, embedding_block=args.embedding_block
+        ),
+        overwrite=args.overwrite,
+        corpus=args.corpus,
+        drift=not args.no_drift,
+        max_drift=args.max_drift,
+        threads=args.threads,
+        show_progress=not args.quiet,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyglot-onnx", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +88,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--random-weights", action="store_true",
                    help="catalog model only: build the exact architecture with random weights (no download)")
+    p.add_argument("--variants", default="fp32",
+                   help="fp32 plus any of int8, int8-static, fp16, built after export (e.g. fp32,int8,fp16)")
+    _quantize_args(p)
+
+    p = sub.add_parser("quantize", help="add int8 / fp16 variants to a package, with drift evidence")
+    p.add_argument("package", help="package directory made by 'polyglot-onnx export'")
+    p.add_argument("--variants", default="int8,fp16", help="comma-separated: int8, int8-static, fp16")
+    _quantize_args(p)
+
+    p = sub.add_parser("drift", help="measure each variant's accuracy drift per language; exit 1 if a gate fails")
+    p.add_argument("package")
+    p.add_argument("--reference", choices=["fp32", "torch"], default="fp32",
+                   help="the package's fp32 graph (no torch needed) or the PyTorch checkpoint")
+    p.add_argument("--corpus", default=None, help="text file (one per line) or JSONL {text, language}; default built-in")
+    p.add_argument("--variants", default=None, help="comma-separated (default: every variant but the reference)")
+    p.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
+                   help="override a gate, e.g. top1_agreement=0.9 (repeatable; see README)")
+    p.add_argument("--localize", choices=["failing", "always", "never"], default="failing",
+                   help="per-layer divergence search (default: for failing variants)")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the full report as JSON")
+    p.add_argument("--markdown", default=None, metavar="OUT", help="write a Markdown report and OUT.png plot")
+    p.add_argument("--no-record", action="store_true", help="do not write the results into manifest.json")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("fill-mask", help="predict the mask token")
     _runtime_args(p)
@@ -82,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from polyglot_onnx.export import ExportOptions, Tolerance, export_package
+    from polyglot_onnx.quantize.recipes import parse_variants
+
+    variants = parse_variants(args.variants, allow_fp32=True)
+    extra = [v for v in variants if v != "fp32"]
+    quantize_options = _quantize_options(args) if extra else None
 
     options = ExportOptions(
         tolerance=Tolerance(atol=args.atol, rtol=args.rtol),
@@ -91,7 +154,75 @@ def cmd_export(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
     )
     export_package(args.model, args.out, options)
+    if extra:
+        from polyglot_onnx.quantize import quantize_package
+
+        quantize_package(args.out, extra, quantize_options)
     return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from polyglot_onnx.quantize import quantize_package
+
+    manifest = quantize_package(args.package, args.variants, _quantize_options(args))
+    failed = [n for n, v in manifest.variants.items() if v.validation.get("drift", {}).get("passed") is False]
+    if failed:
+        print(f"polyglot-onnx: drift gate failed for {', '.join(failed)}: see 'polyglot-onnx drift "
+              f"{args.package} --markdown report.md'", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def _thresholds(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        metric, sep, value = item.partition("=")
+        try:
+            out[metric.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise PolyglotError(f"--threshold {item!r} is not METRIC=NUMBER: e.g. --threshold top1_agreement=0.9")
+    return out
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from polyglot_onnx.quantize.drift import DriftOptions, failure_line, record, run_drift
+    from polyglot_onnx.quantize.recipes import parse_variants
+
+    variants = tuple(parse_variants(args.variants, allow_fp32=True)) if args.variants else ()
+    options = DriftOptions(
+        reference=args.reference,
+        corpus=args.corpus,
+        variants=variants,
+        thresholds=_thresholds(args.threshold),
+        batch_size=args.batch_size,
+        localize=args.localize,
+        threads=args.threads,
+        show_progress=not args.quiet,
+    )
+    report = run_drift(args.package, options)
+    if args.json_out:
+        from polyglot_onnx.quantize.report import write_json
+
+        write_json(report, Path(args.json_out))
+    if args.markdown:
+        from polyglot_onnx.quantize.report import write_markdown
+
+        image = write_markdown(report, Path(args.markdown))
+        print(f"report: {args.markdown} (plot {image})", file=sys.stderr)
+    if not args.no_record:
+        record(args.package, report)
+    for name, result in report.variants.items():
+        o = result["overall"]
+        fill = f", top-1 {o['top1_agreement']:.3f}, KL {o['kl_mean']:.2e}" if "top1_agreement" in o else ""
+        loc = result.get("localization") or {}
+        where = f"; first diverging layer {loc['diverges_at']}" if loc.get("diverges_at") is not None else ""
+        print(f"{name}: {'PASS' if result['passed'] else 'FAIL'}  cos mean {o['sentence_cosine_mean']:.5f} "
+              f"p5 {o['sentence_cosine_p5']:.5f} min {o['sentence_cosine_min']:.5f}{fill}{where}")
+    for failure in report.failures:
+        print(f"polyglot-onnx: {failure_line(failure)}", file=sys.stderr)
+    return 0 if report.passed else EXIT_ERROR
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> int:
@@ -158,8 +289,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         val = v.validation
         diffs = ", ".join(f"{k} {x:.1e}" for k, x in val.get("max_abs_diff", {}).items())
         print(f"  variant {v.name}: {v.total_size / 1e6:.1f} MB, ops {v.op_counts}")
-        if val:
+        if val.get("max_abs_diff"):
             print(f"    validated against {val.get('reference')}: max abs diff {diffs}")
+        if v.extra.get("size_ratio_to_fp32"):
+            print(f"    {v.extra.get('method', '')}; {v.extra['size_ratio_to_fp32']:.0%} of fp32 bytes")
+        drift = val.get("drift")
+        if drift:
+            o = drift["overall"]
+            fill = f", top-1 {o['top1_agreement']:.3f}" if "top1_agreement" in o else ""
+            print(f"    drift vs {drift['reference']} ({drift['corpus']['texts']} texts, "
+                  f"{drift['corpus']['languages']} languages): {'PASS' if drift['passed'] else 'FAIL'}, "
+                  f"cos p5 {o['sentence_cosine_p5']:.5f}{fill}")
     print(f"  built with {', '.join(f'{k} {x}' for k, x in manifest.versions.items())}")
     return 0
 
@@ -173,7 +313,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": cmd_export, "fill-mask": cmd_fill_mask, "embed": cmd_embed, "info": cmd_info, "demo": cmd_demo}
+COMMANDS = {
+    "export": cmd_export,
+    "quantize": cmd_quantize,
+    "drift": cmd_drift,
+    "fill-mask": cmd_fill_mask,
+    "embed": cmd_embed,
+    "info": cmd_info,
+    "demo": cmd_demo,
+}
 
 
 def _one_line_warning(message: Any, category: type[Warning], *_: Any, **__: Any) -> str:

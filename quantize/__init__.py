@@ -1,5 +1,18 @@
-"""Stage 2: INT8 / FP16 variants of a package and the accuracy-drift checker.
+"""Stage 2: INT8 / FP16 variants of a package and the accuracy-drift checker (``quantize`` extra).
 
-The package format (manifest.json with a ``variants`` table) is ready for them; the variants
-themselves are built by the quantize issue that follows the vertical slice.
+Reads and writes only the package directory; the runtime never imports this stage.
 """
+
+from polyglot_onnx.quantize.drift import DriftOptions, DriftReport, record, run_drift
+from polyglot_onnx.quantize.int8 import Int8Options
+from polyglot_onnx.quantize.package import QuantizeOptions, quantize_package
+
+__all__ = [
+    "DriftOptions",
+    "DriftReport",
+    "Int8Options",
+    "QuantizeOptions",
+    "quantize_package",
+    "record",
+    "run_drift",
+]
