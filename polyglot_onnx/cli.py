@@ -167,8 +167,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     manifest = quantize_package(args.package, args.variants, _quantize_options(args))
     failed = [n for n, v in manifest.variants.items() if v.validation.get("drift", {}).get("passed") is False]
     if failed:
-        print(f"polyglot-onnx: drift gate failed for {', '.join(failed)}: see 'polyglot-onnx drift "
-              f"{args.package} --markdown report.md'", file=sys.stderr)
+        hint = " or rebuild int8 with --overwrite --max-drift 0.05 (keeps sensitive MatMuls in fp32)" if "int8" in failed else ""
+        print(f"polyglot-onnx: drift gate failed for {', '.join(failed)} (variant='auto' will not pick it): see "
+              f"'polyglot-onnx drift {args.package} --markdown report.md'{hint}", file=sys.stderr)
         return EXIT_ERROR
     return 0
 

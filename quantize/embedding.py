@@ -57,6 +57,19 @@ def word_embedding_lookup(model: Any) -> Any | None:
     )
 
 
+def contrib_output_types(model: Any) -> list[Any]:
+    """float value_info for what the embedding kernels (and the Reshape after them) produce."""
+    from onnx import TensorProto, helper
+
+    names = [
+        out
+        for node in model.graph.node
+        if node.domain == MS_DOMAIN or (node.op_type == "Reshape" and node.name.endswith("_flat"))
+        for out in node.output
+    ]
+    return [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in names]
+
+
 def untie_heads(model: Any) -> int:
     """Rewrite tied Gemm(transB=1) readers of the table as Transpose + MatMul (+ Add).
 

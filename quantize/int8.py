@@ -7,6 +7,7 @@ it would quantize the embedding Gather with one per-tensor scale.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.quantize.embedding import QuantizeTiedEmbedding, untie_heads
+from polyglot_onnx.quantize.embedding import QuantizeTiedEmbedding, contrib_output_types, untie_heads
 
 from polyglot_onnx.errors import QuantizeError, first_line
 
@@ -56,14 +57,20 @@ def _run_quantizer(fn: Any, model: Any, **kwargs: Any) -> Any:
     import onnx
 
     # The exporter's value_info can disagree with onnx shape inference, which the quantizer runs
-    # first; types and shapes are re-inferred from the initializers anyway.
+    # first; types and shapes are re-inferred from the initializers anyway. Outputs of the
+    # com.microsoft embedding kernels are declared float: shape inference cannot see through them,
+    # and static quantization skips every activation whose type it does not know.
     del model.graph.value_info[:]
+    model.graph.value_info.extend(contrib_output_types(model))
     with tempfile.TemporaryDirectory(prefix="polyglot-q-") as tmp:
         out = Path(tmp) / "q.onnx"
+        logging.disable(logging.WARNING)  # its root-logger advice about pre-processing is noise here
         try:
             fn(model, str(out), op_types_to_quantize=["MatMul"], extra_options=_extra_options(), **kwargs)
         except Exception as err:  # onnxruntime.quantization raises plain exceptions
             raise QuantizeError(f"onnxruntime quantization failed: {first_line(err)}") from err
+        finally:
+            logging.disable(logging.NOTSET)
         quantized = onnx.load(str(out), load_external_data=True)
     # ... and the quantizer writes back inferred value_info onnxruntime may reject: drop it too.
     del quantized.graph.value_info[:]

@@ -17,8 +17,9 @@ from polyglot_onnx.manifest import (
 
 log = logging.getLogger("polyglot_onnx")
 
-# variant="auto": best first per provider; fp32 is the fallback every package has.
-AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
+# variant="auto": best first per provider; fp32 is the fallback every package has. A variant whose
+# recorded drift gate failed is skipped: auto never picks a variant known to be inaccurate.
+AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {"cpu": ("int8", "int8-static", "fp32"), "cuda": ("fp16", "fp32")}
 # Variants that must not run on a provider, with the advice to give instead.
 REFUSED: dict[tuple[str, str], str] = {
     ("fp16", "cpu"): "fp16 is a CUDA variant and is slow or unsupported on CPU: use variant='int8' or 'fp32' there",
@@ -45,10 +46,14 @@ def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unf
     available = manifest.variants
     if requested == "auto":
         for name in AUTO_PREFERENCE[provider]:
-            if name in available:
-                if name != AUTO_PREFERENCE[provider][0]:
-                    log.info("package has no %s variant; using %s", AUTO_PREFERENCE[provider][0], name)
-                return available[name]
+            if name not in available:
+                continue
+            if available[name].validation.get("drift", {}).get("passed") is False and name != "fp32":
+                log.warning("variant %s failed its drift gate (see 'polyglot-onnx info'); not using it", name)
+                continue
+            if name != AUTO_PREFERENCE[provider][0]:
+                log.info("package has no usable %s variant; using %s", AUTO_PREFERENCE[provider][0], name)
+            return available[name]
         raise PackageError(f"package has none of the variants {AUTO_PREFERENCE[provider]}: re-export it")
     if requested not in available:
         raise InputError(f"variant {requested!r} is not in this package: it has {', '.join(available)}")

@@ -45,6 +45,22 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
     return models
 
 
+@pytest.fixture(scope="session")
+def quantized(tiny_models: dict[str, Tiny], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Copies of the tiny packages with int8 and fp16 variants and their drift evidence."""
+    import shutil
+
+    from polyglot_onnx.quantize import QuantizeOptions, quantize_package
+
+    root = tmp_path_factory.mktemp("quantized")
+    out = {}
+    for name, tiny in tiny_models.items():
+        shutil.copytree(tiny.package, root / name)
+        quantize_package(root / name, "int8,fp16", QuantizeOptions(show_progress=False))
+        out[name] = root / name
+    return out
+
+
 @pytest.fixture(scope="session", params=["tiny-bert", "tiny-modernbert"])
 def mlm(request: pytest.FixtureRequest, tiny_models: dict[str, Tiny]) -> Tiny:
     """Each architecture with a masked-LM head."""
