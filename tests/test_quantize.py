@@ -13,7 +13,7 @@ from onnx import TensorProto, numpy_helper
 
 from conftest import sample_lines
 from polyglot_onnx import Embedder, FillMask
-from polyglot_onnx.errors import InputError, PackageError, QuantizeError
+from polyglot_onnx.errors import InputError, QuantizeError
 from polyglot_onnx.manifest import read_manifest
 from polyglot_onnx.quantize import Int8Options, QuantizeOptions, quantize_package
 from polyglot_onnx.quantize.graphs import fused_counts, op_histogram
