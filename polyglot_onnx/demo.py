@@ -1,4 +1,4 @@
-"""The README's main job: export -> fill-mask -> embed, end to end, on one model or the tiny defaults."""
+"""The README's main job: export -> quantize (+ drift) -> fill-mask -> embed, on one model or the tiny defaults."""
 
 from __future__ import annotations
 
@@ -35,16 +35,26 @@ def _checkpoints(model: str | None, out: Path, corpus: Path | None) -> list[tupl
 
 
 def run_demo(model: str | None, out: Path, corpus: Path | None = None, random_weights: bool = False) -> list[Path]:
-    """Export each model, then show fill-mask predictions and a cosine-similarity matrix."""
+    """Export each model, add int8 / fp16 with their drift evidence, then show fill-mask
+    predictions and a cosine-similarity matrix from the variant the runtime picks."""
     from polyglot_onnx.export import ExportOptions, export_package
+    from polyglot_onnx.quantize import QuantizeOptions, quantize_package
     from polyglot_onnx.runtime import Embedder, FillMask
 
     packages = []
     for name, source in _checkpoints(model, out, corpus):
         target = out / "packages" / name
-        manifest = export_package(source, target, ExportOptions(overwrite=True, random_weights=random_weights))
+        export_package(source, target, ExportOptions(overwrite=True, random_weights=random_weights))
+        manifest = quantize_package(target, "int8,fp16", QuantizeOptions())
         packages.append(target)
         print(f"\n== {name}: {target}")
+        for variant in manifest.variants.values():
+            drift = variant.validation.get("drift")
+            verdict = "" if not drift else (
+                f", drift vs fp32 on {drift['corpus']['texts']} texts in {drift['corpus']['languages']} languages: "
+                f"{'PASS' if drift['passed'] else 'FAIL'} (sentence cosine p5 {drift['overall']['sentence_cosine_p5']:.5f})"
+            )
+            print(f"  {variant.name}: {variant.total_size / 1e6:.1f} MB{verdict}")
         if manifest.model.has_mlm_head:
             fm = FillMask.load(target)
             print(f"fill-mask ({fm.provider}, {fm.variant}):")

@@ -34,6 +34,7 @@ class TextDrift:
     top1: float | None = None
     top5: float | None = None
     kl: float | None = None
+    top1_exact: float | None = None
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,11 +49,11 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-TIE = 1e-3  # reference probabilities this close (relative) to its maximum count as the same top-1
+TIE = 1e-2  # reference probabilities within 1% (relative) of its maximum count as the same top-1
 
 
-def mask_agreement(ref: np.ndarray, var: np.ndarray) -> tuple[float, float, float]:
-    """(top-1 agreement, top-5 overlap fraction, KL(ref || var)) for one mask's logits.
+def mask_agreement(ref: np.ndarray, var: np.ndarray) -> tuple[float, float, float, float]:
+    """(top-1 agreement, top-5 overlap fraction, KL(ref || var), exact top-1) for one mask's logits.
 
     A variant choosing a token the reference scores as a tie with its best (within TIE, relative)
     agrees: near-uniform heads (untrained weights) would otherwise flip on rounding noise alone.
@@ -62,8 +63,9 @@ def mask_agreement(ref: np.ndarray, var: np.ndarray) -> tuple[float, float, floa
     top_var = np.argpartition(-var, 4)[:5]
     agree = float(lp[int(np.argmax(var))] >= lp.max() + np.log1p(-TIE))
     overlap = len(set(top_ref.tolist()) & set(top_var.tolist())) / 5.0
+    exact = float(np.argmax(ref) == np.argmax(var))
     kl = float(np.sum(np.exp(lp) * (lp - lq)))
-    return agree, overlap, max(kl, 0.0)
+    return agree, overlap, max(kl, 0.0), exact
 
 
 def text_drift(
@@ -81,7 +83,7 @@ def text_drift(
     fill: dict[str, Any] = {}
     if logits is not None:
         nonfinite += int((~np.isfinite(logits[1])).sum())
-        fill = dict(zip(("top1", "top5", "kl"), mask_agreement(*logits)))
+        fill = dict(zip(("top1", "top5", "kl", "top1_exact"), mask_agreement(*logits)))
     return TextDrift(
         language=language,
         script=script,
@@ -110,6 +112,7 @@ def aggregate(rows: list[TextDrift]) -> dict[str, Any]:
         out["top1_agreement"] = float(np.mean([r.top1 for r in masked]))
         out["top5_overlap"] = float(np.mean([r.top5 for r in masked]))
         out["kl_mean"] = float(np.mean([r.kl for r in masked]))
+        out["top1_exact"] = float(np.mean([r.top1_exact for r in masked]))  # informational, not gated
     return out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.quantize.corpus import load_corpus
+from polyglot_onnx.quantize.feeds import corpus_feeds, cpu_session
 from polyglot_onnx.quantize.graphs import (
     layer_index,
     load_model,
@@ -27,31 +27,6 @@ from polyglot_onnx.quantize.int8 import quantize_dynamic_int8
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import QuantizeError
 from polyglot_onnx.progress import Progress
-
-
-def _session(model: Any, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def _feeds(root: Path, manifest: mf.Manifest, corpus: str | None, per_language: int) -> list[dict[str, np.ndarray]]:
-    from polyglot_onnx.runtime.engine import load_engine
-
-    engine = load_engine(root, "cpu", "fp32", verify=False)
-    texts = [s.text for s in load_corpus(corpus).subset(per_language, minimum=64).samples]
-    feeds = []
-    for start in range(0, len(texts), 16):
-        ids, mask = engine.text.pad(engine.text.encode(texts[start : start + 16]))
-        feed = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
-        if mf.MASK_POSITIONS in manifest.inputs:
-            feed[mf.MASK_POSITIONS] = np.zeros(0, dtype=np.int64)
-        feeds.append(feed)
-    return feeds
 
 
 def _tokens(session: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
@@ -141,7 +116,7 @@ def sensitivities(
     ranked = []
     for k, name in enumerate(candidates, 1):
         model = fake_quantized(fp32, name, int8.per_channel, int8.embedding_block)
-        drift = token_drift(reference, _tokens(_session(model, threads), feeds))
+        drift = token_drift(reference, _tokens(cpu_session(model, threads), feeds))
         ranked.append({"node": name, "layer": index.get(name), "drift_alone": drift})
         if k % max(1, len(candidates) // 4) == 0:
             progress.info(f"sensitivity {k}/{len(candidates)}")
@@ -162,7 +137,7 @@ def load_model_copy(model: Any) -> Any:
 
 
 def _latency_ms(model: Any, feed: dict[str, np.ndarray], output: str, threads: int | None, runs: int = 7) -> float:
-    session = _session(model, threads)
+    session = cpu_session(model, threads)
     session.run([output], feed)
     times = []
     for _ in range(runs):
@@ -176,9 +151,9 @@ def mixed_precision_int8(root: Path, manifest: mf.Manifest, options: Any, progre
     """The int8 graph with the fewest fp32 MatMuls whose drift stays within ``options.max_drift``."""
     budget = float(options.max_drift)
     fp32_path = root / manifest.variants["fp32"].graph_file
-    feeds = _feeds(root, manifest, options.corpus, per_language=4)
+    feeds = corpus_feeds(root, manifest, options.corpus, per_language=4, batch=16, mask_row_token=False, minimum=64)
     fp32 = load_model(fp32_path)
-    reference = _tokens(_session(fp32, options.threads), feeds)
+    reference = _tokens(cpu_session(fp32, options.threads), feeds)
     ranked = sensitivities(fp32, feeds, reference, options.int8, options.threads, progress)
     progress.info(f"sensitivity of {len(ranked)} candidates measured; most sensitive: {ranked[0]['node']} (layer {ranked[0]['layer']})")
     order = [r["node"] for r in ranked]
@@ -187,7 +162,7 @@ def mixed_precision_int8(root: Path, manifest: mf.Manifest, options: Any, progre
     def build(k: int) -> tuple[Any, float]:
         if k not in cache:
             model, _ = quantize_dynamic_int8(load_model(fp32_path), _options_keeping(options.int8, order[:k]))
-            drift = token_drift(reference, _tokens(_session(model, options.threads), feeds))
+            drift = token_drift(reference, _tokens(cpu_session(model, options.threads), feeds))
             progress.info(f"{k:>3} of {len(order)} kept in fp32 -> drift {drift:.3g} (budget {budget:.3g})")
             cache[k] = (model, drift)
         return cache[k]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from polyglot_onnx.quantize.corpus import load_corpus
+from polyglot_onnx.quantize.feeds import corpus_feeds, cpu_session
 from polyglot_onnx.quantize.graphs import fused_counts, load_model
 from polyglot_onnx.quantize.int8 import Int8Options
 from polyglot_onnx.quantize.recipes import RECIPES, BuildInputs, Recipe, parse_variants
@@ -38,30 +39,14 @@ class QuantizeOptions:
     show_progress: bool = True
 
 
-def _calibration(root: Path, manifest: mf.Manifest, corpus: str | None, per_language: int = 4) -> list[dict[str, Any]]:
-    """Padded batches of 8 corpus texts (with one mask position each when the graph has a head)."""
-    from polyglot_onnx.runtime.engine import load_engine
-
-    engine = load_engine(root, "cpu", "fp32", verify=False)
-    texts = [s.text for s in load_corpus(corpus).subset(per_language).samples]
-    batches = []
-    for start in range(0, len(texts), 8):
-        ids, mask = engine.text.pad(engine.text.encode(texts[start : start + 8]))
-        feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
-        if mf.MASK_POSITIONS in manifest.inputs:
-            feeds[mf.MASK_POSITIONS] = np.arange(ids.shape[0], dtype=np.int64) * ids.shape[1] + 1
-        batches.append(feeds)
-    return batches
+def _calibration(root: Path, manifest: mf.Manifest, corpus: str | None) -> list[dict[str, Any]]:
+    return corpus_feeds(root, manifest, corpus, per_language=4, batch=8, mask_row_token=True)
 
 
 def smoke_run(path: Path, manifest: mf.Manifest) -> None:
     """Load the new graph and run one padded batch: it must load, run and stay finite."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = cpu_session(path)
         ids = np.full((2, 12), manifest.tokenizer.pad_token_id, dtype=np.int64)
         ids[:, :10] = np.arange(10) + max(manifest.tokenizer.special_ids.values()) + 1
         mask = (ids != manifest.tokenizer.pad_token_id).astype(np.int64)

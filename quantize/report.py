@@ -17,6 +17,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("sentence_cosine_min", "cos min", "{:.5f}"),
     ("token_rel_error", "token rel err", "{:.2e}"),
     ("top1_agreement", "top-1", "{:.3f}"),
+    ("top1_exact", "top-1 exact", "{:.3f}"),
     ("top5_overlap", "top-5", "{:.3f}"),
     ("kl_mean", "KL", "{:.2e}"),
     ("nonfinite", "NaN/Inf", "{:d}"),

@@ -56,9 +56,11 @@ def test_user_corpus_text_and_jsonl(tmp_path):
 
 def test_mask_agreement_metrics():
     ref = np.array([5.0, 1.0, 0.0, -1.0, -2.0, -3.0])
-    assert mask_agreement(ref, ref) == (1.0, 1.0, 0.0)
-    agree, overlap, kl = mask_agreement(ref, ref[::-1].copy())
-    assert agree == 0.0 and overlap == pytest.approx(4 / 5) and kl > 1.0
+    assert mask_agreement(ref, ref) == (1.0, 1.0, 0.0, 1.0)
+    agree, overlap, kl, exact = mask_agreement(ref, ref[::-1].copy())
+    assert agree == exact == 0.0 and overlap == pytest.approx(4 / 5) and kl > 1.0
+    tie = np.array([2.0, 2.0 - 1e-3, 0.0])  # the reference cannot tell the first two apart
+    assert mask_agreement(tie, tie[[1, 0, 2]])[::3] == (1.0, 0.0)
 
 
 def test_layer_outputs_one_per_layer(tiny_models):
