@@ -14,6 +14,8 @@ rt="$work/rt/bin"
 import importlib.util, sys
 heavy = [m for m in ("torch", "transformers", "onnx", "onnxscript") if importlib.util.find_spec(m)]
 assert not heavy, f"runtime environment has {heavy}"
+from importlib import resources
+assert resources.files("polyglot_onnx").joinpath("data/eval_corpus.jsonl").is_file(), "corpus not installed"
 PY
 for pkg in tiny-bert tiny-modernbert; do
   dir="$work/demo/packages/$pkg"
@@ -24,8 +26,9 @@ for pkg in tiny-bert tiny-modernbert; do
 import json, sys
 fm, emb = (json.load(open(p)) for p in sys.argv[1:])
 assert len(fm["results"][0]) == 5 and {"score", "token", "token_str", "sequence"} <= set(fm["results"][0][0])
+assert fm["variant"] == emb["variant"] == "int8"  # auto on CPU: the int8 variant the demo built
 assert len(emb["embeddings"]) == 2 and len(emb["embeddings"][0]) == 64
 assert not any(m in sys.modules for m in ("torch", "transformers", "onnx"))
 PY
-  echo "runtime-only check: $pkg fill-mask and embed OK without torch/transformers/onnx" >&2
+  echo "runtime-only check: $pkg int8 fill-mask and embed OK without torch/transformers/onnx" >&2
 done

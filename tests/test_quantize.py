@@ -199,3 +199,21 @@ def test_int8_options_per_tensor_and_fp32_table(tiny_models, tmp_path):
     assert json.loads((pkg / "manifest.json").read_text())["variants"]["int8"]["validation"]["drift"]["passed"]
     weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")]
     assert weights and all(w.size == 1 for w in weights)  # per tensor: one scale per weight
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-modernbert"])
+def test_fp16_on_cuda_is_auto_and_matches_cpu_fp32(quantized, name):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("CUDAExecutionProvider not available (install onnxruntime-gpu on a CUDA machine)")
+    pkg = quantized[name]
+    texts = sample_lines(16)
+    gpu = Embedder.load(pkg, provider="cuda")
+    assert (gpu.provider, gpu.variant) == ("CUDAExecutionProvider", "fp16")
+    cpu = Embedder.load(pkg, provider="cpu", variant="fp32").encode(texts)
+    assert (gpu.encode(texts) * cpu).sum(-1).min() > 0.999
+    fm = FillMask.load(pkg, provider="cuda")
+    mask = read_manifest(pkg).tokenizer.mask_token
+    assert len(fm(f"hola {mask} mundo", top_k=3)) == 3
