@@ -59,10 +59,11 @@ def mask_agreement(ref: np.ndarray, var: np.ndarray) -> tuple[float, float, floa
     agrees: near-uniform heads (untrained weights) would otherwise flip on rounding noise alone.
     """
     lp, lq = log_softmax(ref), log_softmax(var)
-    top_ref = np.argpartition(-ref, 4)[:5]
-    top_var = np.argpartition(-var, 4)[:5]
+    k = min(5, ref.shape[-1])
+    top_ref = np.argpartition(-ref, k - 1)[:k]
+    top_var = np.argpartition(-var, k - 1)[:k]
     agree = float(lp[int(np.argmax(var))] >= lp.max() + np.log1p(-TIE))
-    overlap = len(set(top_ref.tolist()) & set(top_var.tolist())) / 5.0
+    overlap = len(set(top_ref.tolist()) & set(top_var.tolist())) / k
     exact = float(np.argmax(ref) == np.argmax(var))
     kl = float(np.sum(np.exp(lp) * (lp - lq)))
     return agree, overlap, max(kl, 0.0), exact
