@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 from polyglot_onnx.quantize.corpus import Corpus, load_corpus
+from polyglot_onnx.quantize.feeds import length_batches, pad_rows
+from polyglot_onnx.quantize.localize import SQNR_FLOOR_DB, localize
 from polyglot_onnx.quantize.metrics import (
     DIRECTIONS,
     TextDrift,
@@ -44,7 +46,6 @@ DEFAULT_GATES: dict[str, dict[str, float]] = {
 }
 DEFAULT_GATES["int8-static"] = DEFAULT_GATES["int8"]
 DEFAULT_GATES["int8-mixed"] = DEFAULT_GATES["int8"]
-SQNR_FLOOR_DB = 20.0  # a layer output below this signal-to-noise ratio has diverged
 
 
 def gate_for(variant: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
@@ -117,9 +118,11 @@ class TorchRunner:
                 "with: use --reference fp32"
             )
         try:
-            self.module = build_module(load_checkpoint(source))
+            checkpoint = load_checkpoint(source)
         except ModelNotFoundError as err:
             raise ModelNotFoundError(f"--reference torch: {err}") from err
+        self.module = build_module(checkpoint)
+        self.token_types = checkpoint.strategy.needs_token_type_ids
         self.pooling = _pooling_output(manifest)
         self.seconds = 0.0
 
@@ -177,21 +180,6 @@ def encode_corpus(engine: Any, corpus: Corpus) -> Encoded:
     return Encoded(ids, masked, mask_at)
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
-def _batches(lengths: list[int], size: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + size] for i in range(0, len(order), size)]
-
-
 def compare(
     reference: Runner,
     variants: dict[str, Runner],
@@ -204,14 +192,14 @@ def compare(
     """Per-text drift of every variant; logits never accumulate (256k-wide rows stay per batch)."""
     rows: dict[str, list[TextDrift | None]] = {name: [None] * len(corpus.samples) for name in variants}
     sentence_key = None
-    batches = _batches([len(r) for r in encoded.ids], batch_size)
+    batches = length_batches([len(r) for r in encoded.ids], batch_size)
     for done, batch in enumerate(batches, 1):
-        ids, mask = _pad([encoded.ids[i] for i in batch], pad_id)
+        ids, mask = pad_rows([encoded.ids[i] for i in batch], pad_id)
         ref = reference(ids, mask, None)
         sentence_key = sentence_key or next(k for k in ref if k != mf.TOKEN_EMBEDDINGS)
         ref_logits = var_logits = None
         if encoded.masked is not None:
-            m_ids, m_mask = _pad([encoded.masked[i] for i in batch], pad_id)
+            m_ids, m_mask = pad_rows([encoded.masked[i] for i in batch], pad_id)
             positions = np.array([r * m_ids.shape[1] + encoded.mask_at[i] for r, i in enumerate(batch)], np.int64)
             ref_logits = reference(m_ids, m_mask, positions)[mf.MASK_LOGITS]
         for name, runner in variants.items():
@@ -351,81 +339,14 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
                 "localization": None,
             }
             if options.localize == "always" or (options.localize == "failing" and failures):
-                results[name]["localization"] = localize(root, manifest, name, corpus, encoded, options)
+                torch_module = reference if isinstance(reference, TorchRunner) else None
+                results[name]["localization"] = localize(
+                    root, manifest, name, encoded.ids, options.batch_size, options.sqnr_floor, options.threads, torch_module
+                )
             for failure in failures[:5]:
                 progress.info(failure_line(failure))
             progress.info(f"{name}: {'PASS' if not failures else f'FAIL ({len(failures)} checks)'}")
     return DriftReport(str(root), options.reference, info, results)
-
-
-def _probe_session(root: Path, variant: mf.Variant, names: list[str], threads: int | None) -> tuple[Any, list[str]]:
-    import onnxruntime as ort
-    from polyglot_onnx.quantize.graphs import expose, load_model
-
-    model = load_model(root / variant.graph_file)
-    probes = expose(model, names)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session, probes
-
-
-def localize(
-    root: Path, manifest: mf.Manifest, variant: str, corpus: Corpus, encoded: Encoded, options: DriftOptions
-) -> dict[str, Any]:
-    """Per-layer SQNR and cosine of hidden states against the fp32 graph; the first below the floor.
-
-    The fp32 graph is the layer reference for both --reference modes: export validated it against
-    PyTorch to 1e-4, far below any quantization noise.
-    """
-    from polyglot_onnx.quantize.graphs import layer_outputs, load_model
-
-    fp32 = manifest.variants["fp32"]
-    names = layer_outputs(load_model(root / fp32.graph_file))
-    if variant == "fp32":
-        return {"layers": [], "diverges_at": None, "note": "fp32 is the layer reference; see the export validation"}
-    ref_session, probes = _probe_session(root, fp32, names, options.threads)
-    var_session, _ = _probe_session(root, manifest.variants[variant], names, options.threads)
-    signal = np.zeros(len(names))
-    noise = np.zeros(len(names))
-    cos_sum = np.zeros(len(names))
-    tokens = 0
-    sample = list(range(0, len(encoded.ids), max(1, len(encoded.ids) // 64)))[:64]
-    for batch in _batches([len(encoded.ids[i]) for i in sample], options.batch_size):
-        rows = [encoded.ids[sample[i]] for i in batch]
-        ids, mask = _pad(rows, manifest.tokenizer.pad_token_id)
-        feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
-        if mf.MASK_POSITIONS in manifest.inputs:
-            feeds[mf.MASK_POSITIONS] = np.zeros(0, dtype=np.int64)
-        ref = ref_session.run(probes, feeds)
-        var = var_session.run(probes, feeds)
-        valid = mask.astype(bool)
-        for k in range(len(names)):
-            a, b = ref[k][valid].astype(np.float64), var[k][valid].astype(np.float64)
-            b = np.nan_to_num(b, nan=1e30, posinf=1e30, neginf=-1e30)
-            signal[k] += float((a**2).sum())
-            noise[k] += float(((a - b) ** 2).sum())
-            cos_sum[k] += float(
-                ((a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-30)).sum()
-            )
-        tokens += int(valid.sum())
-    layers = []
-    for k in range(len(names)):
-        sqnr = float(10 * np.log10(signal[k] / noise[k])) if noise[k] > 0 else float("inf")
-        layers.append({"layer": k, "tensor": names[k], "sqnr_db": sqnr, "cosine": float(cos_sum[k] / max(tokens, 1))})
-    below = [entry["layer"] for entry in layers if entry["sqnr_db"] < options.sqnr_floor]
-    drops = [layers[0]["sqnr_db"] if layers else 0.0] + [
-        layers[k - 1]["sqnr_db"] - layers[k]["sqnr_db"] for k in range(1, len(layers))
-    ]
-    return {
-        "reference": "fp32 graph",
-        "sqnr_floor_db": options.sqnr_floor,
-        "layers": layers,
-        "diverges_at": below[0] if below else None,
-        "largest_drop_at": int(np.argmax(drops)) if layers else None,
-    }
 
 
 def record(directory: str | Path, report: DriftReport) -> mf.Manifest:

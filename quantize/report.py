@@ -76,7 +76,7 @@ def markdown(report: DriftReport, plot_name: str | None) -> str:
             where = loc["diverges_at"]
             lines += [
                 "",
-                f"Layer localization against the {loc['reference']}: "
+                f"Layer localization against {loc['reference']}: "
                 + (f"**first diverging layer: {where}** (SQNR below {loc['sqnr_floor_db']:g} dB)" if where is not None
                    else f"no layer below {loc['sqnr_floor_db']:g} dB")
                 + f"; largest single-layer drop at layer {loc['largest_drop_at']}.",

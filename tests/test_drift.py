@@ -131,12 +131,17 @@ def test_results_go_into_the_manifest_and_auto_skips_a_failed_variant(corrupted,
     assert Embedder.load(pkg, provider="cpu", variant="int8").describe()["drift"]["passed"] is False
 
 
-def test_torch_reference_checks_fp32_too(tiny_models, quantized):
-    report = run_drift(
-        quantized["tiny-bert"], DriftOptions(reference="torch", variants=("fp32", "int8"), show_progress=False)
-    )
+@pytest.mark.parametrize("name", ["tiny-bert", "tiny-modernbert"])
+def test_torch_reference_checks_and_localizes_fp32_too(quantized, name):
+    options = DriftOptions(reference="torch", variants=("fp32", "int8"), localize="always", show_progress=False)
+    report = run_drift(quantized[name], options)
     assert report.passed, report.failures
-    assert report.variants["fp32"]["overall"]["token_max_abs"] < 1e-4
+    fp32 = report.variants["fp32"]
+    assert fp32["overall"]["token_max_abs"] < 1e-4
+    layers = fp32["localization"]["layers"]  # fp32 graph vs PyTorch hidden_states, layer by layer
+    assert fp32["localization"]["reference"] == "PyTorch" and len(layers) == read_manifest(quantized[name]).model.num_layers
+    assert min(entry["sqnr_db"] for entry in layers) > 100
+    assert report.variants["int8"]["localization"]["reference"] == "fp32 graph"
 
 
 @pytest.mark.parametrize(
