@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from polyglot_onnx.quantize.corpus import Corpus, load_corpus
-from polyglot_onnx.quantize.feeds import length_batches, pad_rows
+from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
 from polyglot_onnx.quantize.localize import SQNR_FLOOR_DB, localize
 from polyglot_onnx.quantize.metrics import (
     DIRECTIONS,
@@ -192,14 +192,14 @@ def compare(
     """Per-text drift of every variant; logits never accumulate (256k-wide rows stay per batch)."""
     rows: dict[str, list[TextDrift | None]] = {name: [None] * len(corpus.samples) for name in variants}
     sentence_key = None
-    batches = length_batches([len(r) for r in encoded.ids], batch_size)
+    batches = length_sorted_batches([len(r) for r in encoded.ids], batch_size)
     for done, batch in enumerate(batches, 1):
-        ids, mask = pad_rows([encoded.ids[i] for i in batch], pad_id)
+        ids, mask = pad_ids([encoded.ids[i] for i in batch], pad_id)
         ref = reference(ids, mask, None)
         sentence_key = sentence_key or next(k for k in ref if k != mf.TOKEN_EMBEDDINGS)
         ref_logits = var_logits = None
         if encoded.masked is not None:
-            m_ids, m_mask = pad_rows([encoded.masked[i] for i in batch], pad_id)
+            m_ids, m_mask = pad_ids([encoded.masked[i] for i in batch], pad_id)
             positions = np.array([r * m_ids.shape[1] + encoded.mask_at[i] for r, i in enumerate(batch)], np.int64)
             ref_logits = reference(m_ids, m_mask, positions)[mf.MASK_LOGITS]
         for name, runner in variants.items():

@@ -50,18 +50,3 @@ def corpus_feeds(
             feed[mf.MASK_POSITIONS] = rows if mask_row_token else np.zeros(0, dtype=np.int64)
         feeds.append(feed)
     return feeds
-
-
-def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
-def length_batches(lengths: list[int], size: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + size] for i in range(0, len(order), size)]

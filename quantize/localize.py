@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from polyglot_onnx import manifest as mf
-from polyglot_onnx.quantize.feeds import cpu_session, length_batches, pad_rows
+from polyglot_onnx.quantize.feeds import cpu_session
+from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
 
 SQNR_FLOOR_DB = 20.0  # a layer output below this signal-to-noise ratio has diverged
 MAX_TEXTS = 64  # an even sample of the corpus is plenty to rank layers
@@ -105,8 +106,8 @@ def localize(
     signal: np.ndarray | None = None
     noise = cos_sum = signal
     tokens = 0
-    for batch in length_batches([len(texts[i]) for i in sample], batch_size):
-        ids, mask = pad_rows([texts[sample[i]] for i in batch], manifest.tokenizer.pad_token_id)
+    for batch in length_sorted_batches([len(texts[i]) for i in sample], batch_size):
+        ids, mask = pad_ids([texts[sample[i]] for i in batch], manifest.tokenizer.pad_token_id)
         ref, var = reference(ids, mask), candidate(ids, mask)
         if signal is None:
             signal, noise, cos_sum = (np.zeros(len(ref)) for _ in range(3))

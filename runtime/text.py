@@ -77,18 +77,22 @@ class TextEncoder:
 
     def pad(self, encodings: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad to the longest in the batch: int64 ids and attention mask."""
-        longest = max(len(e.ids) for e in encodings)
-        width = -(-longest // self.pad_to_multiple) * self.pad_to_multiple
-        ids = np.full((len(encodings), width), self.info.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            mask[row, :n] = 1
-        return ids, mask
+        return pad_ids([e.ids for e in encodings], self.info.pad_token_id, self.pad_to_multiple)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id rows to the longest (rounded up to ``multiple``): int64 ids and attention mask."""
+    longest = max(len(r) for r in rows)
+    width = -(-longest // multiple) * multiple
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
