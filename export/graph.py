@@ -14,9 +14,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from polyglot_onnx.export.loading import Checkpoint
-
 from polyglot_onnx import manifest as mf
+from polyglot_onnx.export.loading import Checkpoint
 
 OPSET = 23  # first opset with ai.onnx Attention and RotaryEmbedding
 

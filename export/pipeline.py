@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polyglot_onnx import manifest as mf
+from polyglot_onnx import onnx_files
+from polyglot_onnx.errors import ExportError, PolyglotError, first_line
 from polyglot_onnx.export.graph import build_module, export_onnx, graph_io
 from polyglot_onnx.export.loading import Checkpoint, Source, load_checkpoint
 from polyglot_onnx.export.passes import (
@@ -19,10 +22,6 @@ from polyglot_onnx.export.passes import (
     op_counts,
 )
 from polyglot_onnx.export.validate import Tolerance, validate
-
-from polyglot_onnx import manifest as mf
-from polyglot_onnx import onnx_files
-from polyglot_onnx.errors import ExportError, PolyglotError, first_line
 from polyglot_onnx.progress import Progress
 
 GRAPH_FILE = "model.onnx"
@@ -123,10 +122,9 @@ def export_package(model: str, out: str | os.PathLike[str], options: ExportOptio
 def _load(model: str, options: ExportOptions, workdir: Path) -> Checkpoint:
     if not options.random_weights:
         return load_checkpoint(model, trust_remote_code=options.trust_remote_code)
+    from polyglot_onnx.catalog import get_spec
     from polyglot_onnx.export.random_weights import build_random_checkpoint
     from polyglot_onnx.export.tiny import default_corpus
-
-    from polyglot_onnx.catalog import get_spec
 
     spec = get_spec(model)
     path = build_random_checkpoint(spec, workdir / spec.name, default_corpus())

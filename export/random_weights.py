@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polyglot_onnx.export.tiny import save_checkpoint, train_gemma_like, train_wordpiece
-
 from polyglot_onnx.catalog import ModelSpec
+from polyglot_onnx.export.tiny import save_checkpoint, train_gemma_like, train_wordpiece
 
 
 def _pad_wordpiece(tokenizer: Any, size: int) -> Any:

@@ -14,20 +14,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from polyglot_onnx.quantize.corpus import Corpus, load_corpus
-from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
-from polyglot_onnx.quantize.localize import SQNR_FLOOR_DB, localize
-from polyglot_onnx.quantize.metrics import (
-    DIRECTIONS,
-    TextDrift,
-    aggregate,
-    grouped,
-    text_drift,
-)
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError, ModelNotFoundError
 from polyglot_onnx.progress import Progress
+from polyglot_onnx.quantize.corpus import Corpus, load_corpus
+from polyglot_onnx.quantize.localize import SQNR_FLOOR_DB, localize
+from polyglot_onnx.quantize.metrics import DIRECTIONS, TextDrift, aggregate, grouped, text_drift
+from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
 
 REFERENCES = ("fp32", "torch")
 

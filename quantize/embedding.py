@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.quantize.graphs import consumers, initializers
 
 from polyglot_onnx.errors import QuantizeError
 from polyglot_onnx.manifest import INPUT_IDS
+from polyglot_onnx.quantize.graphs import consumers, initializers
 
 MS_DOMAIN = "com.microsoft"
 

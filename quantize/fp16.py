@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from polyglot_onnx.quantize.graphs import fused_counts, scopes
-
 from polyglot_onnx.errors import QuantizeError
+from polyglot_onnx.quantize.graphs import fused_counts, scopes
 
 FP32_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Cos", "Sin"]
 # Top-level modules of the exported wrapper that run in fp16; everything else stays fp32.

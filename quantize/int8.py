@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.quantize.embedding import QuantizeTiedEmbedding, contrib_output_types, untie_heads
 
 from polyglot_onnx.errors import QuantizeError, first_line
+from polyglot_onnx.quantize.embedding import QuantizeTiedEmbedding, contrib_output_types, untie_heads
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Sensitivity is measured end to end, not guessed: each candidate (every weight MatMul, and the
 int8 embedding table) is emulated alone in int8 inside the fp32 graph (DynamicQuantizeLinear ->
-DequantizeLinear on its input, rounded weights), and the drift it causes on the corpus is measured.
+DequantizeLinear on its input, rounded weights; one graph with a run-time switch per candidate),
+and the drift it causes on the corpus is measured.
 The candidates are then kept in fp32 in that order and the real int8 graph is rebuilt and its drift
 (mean relative error of the token embeddings against fp32) measured, doubling then bisecting the
 prefix length, until the budget holds with the fewest fp32 candidates.
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import QuantizeError
+from polyglot_onnx.progress import Progress
 from polyglot_onnx.quantize.feeds import corpus_feeds, cpu_session
 from polyglot_onnx.quantize.graphs import (
     layer_index,
@@ -23,10 +28,6 @@ from polyglot_onnx.quantize.graphs import (
     weight_matmuls,
 )
 from polyglot_onnx.quantize.int8 import quantize_dynamic_int8
-
-from polyglot_onnx import manifest as mf
-from polyglot_onnx.errors import QuantizeError
-from polyglot_onnx.progress import Progress
 
 
 def _tokens(session: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
@@ -58,13 +59,20 @@ def _fake_weight(w: np.ndarray, per_channel: bool) -> np.ndarray:
     return (np.clip(np.round(w / wscale), -127, 127) * wscale).astype(np.float32)
 
 
-def fake_quantized(fp32: Any, candidate: str, per_channel: bool, block: int) -> Any:
-    """fp32 graph with one candidate emulating int8 as onnxruntime's dynamic kernels compute it.
+SWITCH = "mixed_precision_switch"  # graph input: one float per candidate, 1 = emulate it in int8
 
-    MatMul: DynamicQuantizeLinear -> DequantizeLinear on the activation (u8, per batch) and the
-    weight replaced by its s8 round trip; the embedding table by its block-wise round trip.
+
+def switched_emulation(fp32: Any, candidates: list[str], per_channel: bool, block: int) -> Any:
+    """One fp32 graph in which any single candidate can be switched to emulated int8 at run time.
+
+    MatMul: its input becomes x + s * (DequantizeLinear(DynamicQuantizeLinear(x)) - x), the u8
+    per-batch round trip onnxruntime's dynamic kernels apply, and its weight W + s * (round8(W) - W);
+    the embedding lookup adds s * (round8(table) - table)[ids]. With the switch vector fed one-hot,
+    one session measures every candidate: no graph copy or session per candidate (which cost
+    ~15 s each on mBERT and would take most of an hour on mmBERT-base).
     """
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
+
     from polyglot_onnx.quantize.embedding import (
         dequantize_blocks,
         pick_block,
@@ -74,25 +82,55 @@ def fake_quantized(fp32: Any, candidate: str, per_channel: bool, block: int) -> 
 
     model = load_model_copy(fp32)
     inits = {i.name: i for i in model.graph.initializer}
-    if candidate == EMBEDDING:
-        init = inits[word_embedding_lookup(model).input[0]]
-        table = numpy_helper.to_array(init)
-        rounded = dequantize_blocks(*quantize_blocks(table, pick_block(table.shape[1], block)))
-        init.CopyFrom(numpy_helper.from_array(rounded, init.name))
-        return model
+    model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(candidates)]))
     nodes = list(model.graph.node)
-    at, node = next((k, n) for k, n in enumerate(nodes) if n.name == candidate)
-    weight = numpy_helper.to_array(inits[node.input[1]])
-    w_name, x = f"{node.input[1]}.fq", node.input[0]
-    model.graph.initializer.append(numpy_helper.from_array(_fake_weight(weight, per_channel), w_name))
-    q = [f"{x}.{candidate}.{part}" for part in ("q", "s", "z", "dq")]
-    nodes[at:at] = [
-        helper.make_node("DynamicQuantizeLinear", [x], q[:3], name=f"{candidate}.dql"),
-        helper.make_node("DequantizeLinear", q[:3], [q[3]], name=f"{candidate}.dq"),
-    ]
-    node.input[0], node.input[1] = q[3], w_name
+    extra_inits = []
+
+    def switch(k: int, tag: str) -> tuple[list[Any], str]:
+        index = f"{tag}.switch_index"
+        extra_inits.append(numpy_helper.from_array(np.array(k, dtype=np.int64), index))
+        return [helper.make_node("Gather", [SWITCH, index], [f"{tag}.switch"], name=f"{tag}.switch")], f"{tag}.switch"
+
+    def blend(base: str, delta: str, s: str, tag: str) -> tuple[list[Any], str]:
+        """base + s * delta."""
+        return [
+            helper.make_node("Mul", [s, delta], [f"{tag}.scaled"], name=f"{tag}.scaled"),
+            helper.make_node("Add", [base, f"{tag}.scaled"], [f"{tag}.out"], name=f"{tag}.out"),
+        ], f"{tag}.out"
+
+    for k, name in enumerate(candidates):
+        if name == EMBEDDING:
+            lookup = word_embedding_lookup(model)
+            table = numpy_helper.to_array(inits[lookup.input[0]])
+            delta = dequantize_blocks(*quantize_blocks(table, pick_block(table.shape[1], block))) - table
+            extra_inits.append(numpy_helper.from_array(delta.astype(np.float32), "emb.delta"))
+            picked = helper.make_node("Gather", ["emb.delta", lookup.input[1]], ["emb.delta_rows"], name="emb.rows")
+            sw, s = switch(k, "emb")
+            mix, out = blend("emb.lookup", "emb.delta_rows", s, "emb")
+            original = lookup.output[0]
+            lookup.output[0] = "emb.lookup"
+            at = nodes.index(lookup) + 1
+            nodes[at:at] = [picked, *sw, *mix, helper.make_node("Identity", [out], [original], name="emb.id")]
+            continue
+        node = next(n for n in nodes if n.name == name)
+        x, w_name = node.input[0], node.input[1]
+        weight = numpy_helper.to_array(inits[w_name])
+        extra_inits.append(numpy_helper.from_array(_fake_weight(weight, per_channel) - weight, f"{name}.wdelta"))
+        sw, s = switch(k, name)
+        q = [f"{name}.{part}" for part in ("q", "s", "z", "dq", "dx")]
+        act = [
+            helper.make_node("DynamicQuantizeLinear", [x], q[:3], name=f"{name}.dql"),
+            helper.make_node("DequantizeLinear", q[:3], [q[3]], name=f"{name}.dq"),
+            helper.make_node("Sub", [q[3], x], [q[4]], name=f"{name}.dx"),
+        ]
+        mix_x, new_x = blend(x, q[4], s, f"{name}.x")
+        mix_w, new_w = blend(w_name, f"{name}.wdelta", s, f"{name}.w")
+        node.input[0], node.input[1] = new_x, new_w
+        at = nodes.index(node)
+        nodes[at:at] = [*sw, *act, *mix_x, *mix_w]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    model.graph.initializer.extend(extra_inits)
     return model
 
 
@@ -113,13 +151,16 @@ def sensitivities(
     if int8.embedding_block:
         candidates.append(EMBEDDING)
     index = {n.name: layer_index(n) for n in fp32.graph.node}
+    session = cpu_session(switched_emulation(fp32, candidates, int8.per_channel, int8.embedding_block), threads)
     ranked = []
-    for k, name in enumerate(candidates, 1):
-        model = fake_quantized(fp32, name, int8.per_channel, int8.embedding_block)
-        drift = token_drift(reference, _tokens(cpu_session(model, threads), feeds))
+    for k, name in enumerate(candidates):
+        one_hot = np.zeros(len(candidates), dtype=np.float32)
+        one_hot[k] = 1.0
+        switched = [feed | {SWITCH: one_hot} for feed in feeds]
+        drift = token_drift(reference, _tokens(session, switched))
         ranked.append({"node": name, "layer": index.get(name), "drift_alone": drift})
-        if k % max(1, len(candidates) // 4) == 0:
-            progress.info(f"sensitivity {k}/{len(candidates)}")
+        if (k + 1) % max(1, len(candidates) // 4) == 0:
+            progress.info(f"sensitivity {k + 1}/{len(candidates)}")
     return sorted(ranked, key=lambda r: -r["drift_alone"])
 
 

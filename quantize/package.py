@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.quantize.corpus import load_corpus
-from polyglot_onnx.quantize.feeds import corpus_feeds, cpu_session
-from polyglot_onnx.quantize.graphs import fused_counts, load_model
-from polyglot_onnx.quantize.int8 import Int8Options
-from polyglot_onnx.quantize.recipes import RECIPES, BuildInputs, Recipe, parse_variants
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError, PackageError, QuantizeError, first_line
 from polyglot_onnx.onnx_files import save_graph
 from polyglot_onnx.progress import Progress
+from polyglot_onnx.quantize.corpus import load_corpus
+from polyglot_onnx.quantize.feeds import corpus_feeds, cpu_session
+from polyglot_onnx.quantize.graphs import fused_counts, load_model
+from polyglot_onnx.quantize.int8 import Int8Options
+from polyglot_onnx.quantize.recipes import RECIPES, BuildInputs, Recipe, parse_variants
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from polyglot_onnx.quantize.int8 import Int8Options
-
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.quantize.int8 import Int8Options
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.runtime.engine import EngineClient
-from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.runtime.engine import EngineClient
+from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
 
 POOLING_OUTPUTS: dict[str, str] = {"mean": mf.SENTENCE_EMBEDDING, "cls": mf.CLS_EMBEDDING}
 OUTPUT_KINDS = ("sentence", "token", "word")

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.runtime.package import OpenedPackage, open_package
-from polyglot_onnx.runtime.providers import create_session, resolve_provider
-from polyglot_onnx.runtime.text import TextEncoder
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import PolyglotError, first_line
+from polyglot_onnx.runtime.package import OpenedPackage, open_package
+from polyglot_onnx.runtime.providers import create_session, resolve_provider
+from polyglot_onnx.runtime.text import TextEncoder
 
 # Batch width rounded up per provider (padding is masked out, so results do not change).
 PAD_MULTIPLE: dict[str, int] = {"cuda": 8}

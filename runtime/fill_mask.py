@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from polyglot_onnx.runtime.engine import Engine, EngineClient
-from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError, PolyglotError
+from polyglot_onnx.runtime.engine import Engine, EngineClient
+from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
 
 Prediction = dict[str, Any]  # {"score", "token", "token_str", "sequence"}
 
