@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quantize", help="add int8 / fp16 variants to a package, with drift evidence")
     p.add_argument("package", help="package directory made by 'polyglot-onnx export'")
-    p.add_argument("--variants", default="int8,fp16", help="comma-separated: int8, int8-static, fp16")
+    p.add_argument("--variants", default=None, help="comma-separated: int8, int8-static, fp16 (default int8,fp16)")
     _quantize_args(p)
 
     p = sub.add_parser("drift", help="measure each variant's accuracy drift per language; exit 1 if a gate fails")
@@ -163,8 +163,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from polyglot_onnx.quantize import quantize_package
+    from polyglot_onnx.quantize.recipes import DEFAULT_VARIANTS
 
-    manifest = quantize_package(args.package, args.variants, _quantize_options(args))
+    manifest = quantize_package(args.package, args.variants or list(DEFAULT_VARIANTS), _quantize_options(args))
     failed = [n for n, v in manifest.variants.items() if v.validation.get("drift", {}).get("passed") is False]
     if failed:
         hint = " or rebuild int8 with --overwrite --max-drift 0.05 (keeps sensitive MatMuls in fp32)" if "int8" in failed else ""

@@ -39,13 +39,14 @@ def run_demo(model: str | None, out: Path, corpus: Path | None = None, random_we
     predictions and a cosine-similarity matrix from the variant the runtime picks."""
     from polyglot_onnx.export import ExportOptions, export_package
     from polyglot_onnx.quantize import QuantizeOptions, quantize_package
+    from polyglot_onnx.quantize.recipes import DEFAULT_VARIANTS
     from polyglot_onnx.runtime import Embedder, FillMask
 
     packages = []
     for name, source in _checkpoints(model, out, corpus):
         target = out / "packages" / name
         export_package(source, target, ExportOptions(overwrite=True, random_weights=random_weights))
-        manifest = quantize_package(target, "int8,fp16", QuantizeOptions())
+        manifest = quantize_package(target, list(DEFAULT_VARIANTS), QuantizeOptions())
         packages.append(target)
         print(f"\n== {name}: {target}")
         for variant in manifest.variants.values():

@@ -166,11 +166,17 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
     return Manifest.from_dict(data)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file + rename: a crash mid-write never leaves a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Write atomically: a crash mid-write never leaves a truncated manifest."""
-    tmp = directory / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / MANIFEST_NAME)
+    write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 def verify_files(directory: Path, entries: list[FileEntry]) -> None:

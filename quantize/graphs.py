@@ -113,6 +113,3 @@ def load_model(path: Path) -> Any:
 
     return onnx.load(str(path), load_external_data=True)
 
-
-def model_bytes(model: Any) -> bytes:
-    return model.SerializeToString()

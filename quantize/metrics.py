@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,3 @@ def grouped(rows: list[TextDrift], key: str) -> dict[str, dict[str, Any]]:
         groups.setdefault(getattr(row, key), []).append(row)
     return {name: aggregate(group) for name, group in sorted(groups.items())}
 
-
-def as_dict(row: TextDrift) -> dict[str, Any]:
-    return asdict(row)

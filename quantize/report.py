@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.errors import DependencyError
+from polyglot_onnx.manifest import write_text_atomic
 from polyglot_onnx.quantize.drift import DriftReport, failure_line
 
 # Columns of the per-language table: (metric, header, format)
@@ -24,15 +25,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_json(report: DriftReport, path: Path) -> None:
-    _atomic_write(path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 def _table(groups: dict[str, dict[str, Any]], first: str) -> list[str]:
@@ -135,5 +129,5 @@ def write_markdown(report: DriftReport, path: Path) -> Path:
     """Markdown at ``path`` and the plot beside it (``<stem>.png``); returns the plot's path."""
     image = path.with_suffix(".png")
     plot(report, image)
-    _atomic_write(path, markdown(report, image.name))
+    write_text_atomic(path, markdown(report, image.name))
     return image
