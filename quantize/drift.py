@@ -21,6 +21,7 @@ from polyglot_onnx.progress import Progress
 from polyglot_onnx.quantize.corpus import Corpus, load_corpus
 from polyglot_onnx.quantize.localize import SQNR_FLOOR_DB, localize
 from polyglot_onnx.quantize.metrics import DIRECTIONS, TextDrift, aggregate, grouped, text_drift
+from polyglot_onnx.runtime.embedder import POOLING_OUTPUTS
 from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
 
 REFERENCES = ("fp32", "torch")
@@ -79,7 +80,7 @@ class Runner(Protocol):
 
 
 def _pooling_output(manifest: mf.Manifest) -> str:
-    return mf.CLS_EMBEDDING if manifest.model.default_pooling == "cls" else mf.SENTENCE_EMBEDDING
+    return POOLING_OUTPUTS[manifest.model.default_pooling]
 
 
 class OnnxRunner:
