@@ -47,6 +47,10 @@ class DependencyError(PolyglotError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 
 
+class BenchError(PolyglotError):
+    """A benchmark contender could not be set up or built (isolated env, foreign exporter)."""
+
+
 def first_line(err: BaseException, limit: int | None = 300) -> str:
     """The first line of a foreign exception (onnxruntime, torch.export), for one-line messages."""
     text = str(err).strip()

@@ -49,7 +49,7 @@ def resolve_provider(requested: str) -> ProviderChoice:
     return choice
 
 
-def _preload_cuda_libraries() -> None:
+def preload_cuda_libraries() -> None:
     """onnxruntime-gpu >= 1.21 can load CUDA/cuDNN from the nvidia-* pip packages itself."""
     import onnxruntime as ort
 
@@ -71,7 +71,7 @@ def create_session(path: str, choice: ProviderChoice, threads: int | None = None
     if threads:
         options.intra_op_num_threads = int(threads)
     if choice.name == "cuda":
-        _preload_cuda_libraries()
+        preload_cuda_libraries()
     try:
         session = ort.InferenceSession(path, sess_options=options, providers=list(choice.providers))
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types

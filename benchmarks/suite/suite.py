@@ -1,0 +1,194 @@
+"""``run_bench``: prepare every contender from one checkpoint, time them in one run, write the report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyglot_onnx.bench import flops as fl
+from polyglot_onnx.bench.contenders import ContenderSpec
+from polyglot_onnx.bench.machine import machine_facts, measure_peaks, versions
+from polyglot_onnx.bench.targets import evaluate, speedup
+from polyglot_onnx.bench.timing import TimingPolicy
+from polyglot_onnx.bench.workloads import CORPUS, EMBED, FILL_MASK, TASKS, TextCutter, Workload, corpus_workload, fixed_workloads
+from polyglot_onnx.errors import BenchError
+from polyglot_onnx.progress import Progress
+
+CONTENDERS = ("torch", "optimum", "polyglot")
+# Variants per family and provider when the command line names none.
+DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("torch", "cpu"): ("fp32",),
+    ("torch", "cuda"): ("fp16",),
+    ("optimum", "cpu"): ("fp32", "O2", "int8"),
+    ("optimum", "cuda"): ("O4",),
+    ("polyglot", "cpu"): ("fp32", "int8"),
+    ("polyglot", "cuda"): ("fp16",),
+}
+BASE_SEQS = (32, 128, 512)
+LONG_SEQS = (2048, 8192)  # models with 8192 positions (mmBERT), at batch 1 only
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    model: str
+    out: Path
+    random_weights: bool = False
+    tasks: tuple[str, ...] = TASKS
+    contenders: tuple[str, ...] = CONTENDERS
+    variants: dict[str, tuple[str, ...]] = field(default_factory=dict)  # family -> variants (overrides defaults)
+    batches: tuple[int, ...] = (1, 32)
+    seqs: tuple[int, ...] | None = None  # None: 32/128/512, plus 2048/8192 at batch 1 where the model allows
+    corpus_size: int = 2000
+    corpus_batch: int = 32
+    provider: str = "cpu"
+    threads: int = 2
+    timing: TimingPolicy = field(default_factory=TimingPolicy)
+    memory_limit_gb: float = 8.0
+    optimum_env: Path | None = None
+    show_progress: bool = True
+
+
+def _check(options: BenchOptions) -> None:
+    for task in options.tasks:
+        if task not in TASKS:
+            raise BenchError(f"unknown task {task!r}: choose from {', '.join(TASKS)}")
+    for family in (*options.contenders, *options.variants):
+        if family not in CONTENDERS:
+            raise BenchError(f"unknown contender {family!r}: choose from {', '.join(CONTENDERS)}")
+    if options.provider not in ("cpu", "cuda"):
+        raise BenchError(f"unknown provider {options.provider!r}: choose cpu or cuda")
+    if any(b < 1 for b in options.batches) or (options.seqs and any(s < 4 for s in options.seqs)):
+        raise BenchError("batch sizes must be >= 1 and sequence lengths >= 4")
+    if options.corpus_size < 0:
+        raise BenchError("--corpus-size must be >= 0 (0 leaves the corpus workload out)")
+
+
+def variants_of(options: BenchOptions, family: str) -> tuple[str, ...]:
+    return options.variants.get(family) or DEFAULT_VARIANTS[(family, options.provider)]
+
+
+def plan_workloads(options: BenchOptions, cutter: TextCutter, max_length: int) -> list[Workload]:
+    seqs = list(options.seqs or BASE_SEQS)
+    long = [s for s in LONG_SEQS if s <= max_length] if options.seqs is None else []
+    seqs = [s for s in seqs if s <= max_length]
+    rows = fixed_workloads(cutter, list(options.tasks), list(options.batches), seqs)
+    if long:
+        rows += fixed_workloads(cutter, list(options.tasks), [1], long)
+    if EMBED in options.tasks and options.corpus_size:
+        rows.append(corpus_workload(cutter, options.corpus_size, options.corpus_batch, high=min(400, max_length)))
+    return rows
+
+
+def _specs(options: BenchOptions, checkpoint: Path, package: Path | None,
+           optimum: dict[str, dict[str, str]]) -> list[ContenderSpec]:
+    specs = []
+    for family in options.contenders:
+        for variant in variants_of(options, family):
+            graphs = {"package": str(package)} if family == "polyglot" else optimum.get(variant, {}) if family == "optimum" else {}
+            specs.append(ContenderSpec(family, variant, options.provider, options.threads, str(checkpoint), graphs))
+    return specs
+
+
+def _run_worker(job: dict[str, Any], rows_path: Path, work: Path) -> None:
+    job_path = work / "job.json"
+    job_path.write_text(json.dumps(job), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": str(job["contender"]["threads"]), "TOKENIZERS_PARALLELISM": "true"}
+    proc = subprocess.run([sys.executable, "-m", "polyglot_onnx.bench.worker", str(job_path), str(rows_path)],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise BenchError(f"the {job['contender']['family']}:{job['contender']['variant']} worker failed on "
+                         f"{job['task']} ({lines[-1] if lines else 'no output'}): see the row log above")
+    if proc.stderr:
+        print(proc.stderr, end="", file=sys.stderr, flush=True)
+
+
+def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list[int]], peaks: dict[str, float]) -> None:
+    """Achieved GFLOP/s, share of the measured peak, speed-ups against every other contender."""
+    for row in rows:
+        if "p50_ms" not in row:
+            continue
+        seconds = (row["p50_ms"] if row["kind"] == "fixed" else row["mean_ms"]) / 1000.0
+        key = f"{row['task']}/{row['kind']}/b{row['batch']}/s{row['seq']}"
+        row["gflops"] = round(fl.call_flops(shape, row["task"], lengths[key]) / seconds / 1e9, 1)
+        peak = peaks["int8_peak_gops"] if row["variant"].startswith("int8") else peaks["fp32_peak_gflops"]
+        row["peak_ratio"] = round(row["gflops"] / peak, 4) if row["provider"] == "cpu" else None
+    for row in rows:
+        if "p50_ms" not in row:
+            continue
+        row["speedup_vs"] = {
+            other["label"]: round(speedup(row, other), 3)
+            for other in rows
+            if other is not row and "p50_ms" in other and other["label"] != row["label"]
+            and (other["task"], other["kind"], other["batch"], other["seq"]) == (row["task"], row["kind"], row["batch"], row["seq"])
+        }
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """Run the whole suite; returns the summary (rows, targets, paths) that report.write also saves."""
+    from polyglot_onnx.bench.prepare import ensure_optimum, ensure_package, resolve_checkpoint
+    from polyglot_onnx.bench.report import write_report
+
+    _check(options)
+    out = options.out.expanduser().resolve()
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    progress = Progress(total=5, enabled=options.show_progress)
+    with progress.step(f"checkpoint {options.model}"):
+        name, checkpoint = resolve_checkpoint(options.model, options.random_weights, work)
+    shape = fl.read_shape(checkpoint)
+    package = None
+    optimum: dict[str, dict[str, str]] = {}
+    with progress.step("building the contenders' models"):
+        if "polyglot" in options.contenders:
+            package = ensure_package(checkpoint, work / "packages" / name, list(variants_of(options, "polyglot")),
+                                     options.threads, options.show_progress)
+        if "optimum" in options.contenders:
+            optimum = ensure_optimum(checkpoint, work, list(options.tasks), list(variants_of(options, "optimum")),
+                                     options.optimum_env, progress)
+    with progress.step(f"measuring this machine's MatMul peaks ({options.threads} threads)"):
+        peaks = measure_peaks(options.threads)
+        progress.info(f"fp32 {peaks['fp32_peak_gflops']} GFLOP/s, int8 {peaks['int8_peak_gops']} GOP/s (2048 cube)")
+    config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    max_length = int(config.get("max_position_embeddings", 512))
+    from polyglot_onnx.bench.prepare import mask_token
+
+    cutter = TextCutter(checkpoint / "tokenizer.json", mask_token(checkpoint))
+    workloads = plan_workloads(options, cutter, max_length)
+    lengths = {w.key: [cutter.length(t) for t in w.texts] for w in workloads}
+    specs = _specs(options, checkpoint, package, optimum)
+    rows_path = work / "rows.jsonl"
+    rows_path.unlink(missing_ok=True)
+    with progress.step(f"timing {len(specs)} contenders x {len(workloads)} workloads"):
+        for spec in specs:
+            for task in options.tasks:
+                mine = [w for w in workloads if w.task == task]
+                if not mine:
+                    continue
+                job = {"contender": spec.as_dict(), "task": task, "timing": options.timing.__dict__,
+                       "memory_limit": int(options.memory_limit_gb * 2**30),
+                       "workloads": [{"kind": w.kind, "batch": w.batch, "seq": w.seq, "tokens": w.tokens,
+                                      "longest": max(lengths[w.key]), "texts": w.texts} for w in mine]}
+                _run_worker(job, rows_path, work)
+    rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    _derive(rows, shape, lengths, peaks)
+    context = {"model": name, "checkpoint": str(checkpoint), "random_weights": options.random_weights,
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine_facts(options.threads, options.provider), "versions": versions(), "peaks": peaks,
+               "timing": options.timing.__dict__, "command": " ".join(sys.argv)}
+    for row in rows:
+        row.update(model=name, machine=context["machine"], versions=context["versions"])
+    summary = {"context": context, "rows": rows, "targets": evaluate(rows, name)}
+    with progress.step(f"writing {out}"):
+        write_report(summary, out)
+    return summary
+
+
+__all__ = ["BenchOptions", "run_bench", "CORPUS", "FILL_MASK"]

@@ -1,0 +1,113 @@
+"""The benchmark suite: a smoke run on the tiny fixtures (one contender pair, few iterations) plus its parts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import Tiny
+from polyglot_onnx.bench import BenchOptions, TimingPolicy, run_bench
+from polyglot_onnx.bench.flops import Shape, call_flops
+from polyglot_onnx.bench.targets import evaluate
+from polyglot_onnx.bench.workloads import TextCutter, corpus_workload
+from polyglot_onnx.cli import main
+from polyglot_onnx.errors import BenchError
+
+
+@pytest.fixture(scope="session")
+def smoke(tiny_models: dict[str, Tiny], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    options = BenchOptions(
+        model=str(tiny_models["tiny-bert"].checkpoint), out=out, contenders=("torch", "polyglot"),
+        batches=(1, 4), seqs=(16, 40), corpus_size=24, corpus_batch=8,
+        timing=TimingPolicy(warmup=1, min_iters=2, max_iters=3, budget_s=0.0), show_progress=False,
+    )
+    return out, run_bench(options)
+
+
+def test_smoke_run_times_every_contender_on_every_row(smoke: tuple[Path, dict[str, Any]]) -> None:
+    out, summary = smoke
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    labels = {r["label"] for r in rows}
+    assert labels == {"torch:fp32", "polyglot:fp32", "polyglot:int8"}
+    # 2 tasks x 2 batches x 2 lengths fixed rows + 1 corpus row, per contender
+    assert len(rows) == 3 * (2 * 2 * 2 + 1)
+    for row in rows:
+        assert "error" not in row and "skipped" not in row, row
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["tok_per_s"] > 0 and row["gflops"] > 0 and 0 <= row["peak_ratio"] < 1.5
+        assert row["machine"]["threads"] == 2 and row["versions"]["onnxruntime"]
+        assert row["load_s"] > 0 and row["peak_rss_mb"] > 50 and row["size_mb"] > 0
+        others = labels - {row["label"]}
+        assert set(row["speedup_vs"]) == others
+    corpus = [r for r in rows if r["kind"] == "corpus"]
+    assert {r["texts"] for r in corpus} == {24}
+    # the tokens counted for a fixed row are the tokens the texts really have
+    fixed = next(r for r in rows if r["kind"] == "fixed" and r["batch"] == 4 and r["seq"] == 40)
+    assert abs(fixed["tokens"] - 160) <= 4
+    assert summary["context"]["peaks"]["int8_peak_gops"] > 0
+
+
+def test_smoke_run_writes_table_and_plots(smoke: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = smoke
+    text = (out / "results.md").read_text()
+    assert "| torch:fp32 | 1 | 16 |" in text and "× vs torch:fp32" in text
+    assert "## embed — corpus" in text and "Measured peaks" in text
+    for name in ("latency_vs_seq.png", "throughput_vs_batch.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_text_cutter_hits_exact_lengths(tiny_models: dict[str, Tiny]) -> None:
+    for name in ("tiny-bert", "tiny-modernbert"):
+        ckpt = tiny_models[name].checkpoint
+        cutter = TextCutter(ckpt / "tokenizer.json", tiny_models[name].mask_token)
+        for seq in (8, 32, 128, 300):
+            plain, masked = cutter.text(seq, False), cutter.text(seq, True)
+            assert abs(cutter.length(plain) - seq) <= 1 and abs(cutter.length(masked) - seq) <= 1
+            assert masked.count(tiny_models[name].mask_token or "") == 1
+        corpus = corpus_workload(cutter, 50, 8)
+        lengths = [cutter.length(t) for t in corpus.texts]
+        assert len(lengths) == 50 and min(lengths) >= 4 and max(lengths) <= 402 and len(set(lengths)) > 10
+
+
+def test_flops_match_a_hand_count() -> None:
+    bert = Shape("bert", layers=12, hidden=768, intermediate=3072, vocab=119547)
+    # per token per layer: 4*768^2 + 2*768*3072 MACs; attention 2*s^2*h per layer; head h^2 + h*V per mask
+    enc = 2 * 12 * (128 * (4 * 768**2 + 2 * 768 * 3072) + 2 * 128**2 * 768)
+    assert call_flops(bert, "embed", [128]) == enc
+    assert call_flops(bert, "fill-mask", [128]) == enc + 2 * (768**2 + 768 * 119547)
+    modern = Shape("modernbert", layers=22, hidden=768, intermediate=1152, vocab=256000)
+    assert modern.linear_macs_per_token == 4 * 768**2 + 3 * 768 * 1152
+
+
+def _row(label: str, task: str, p50: float, batch: int = 1, seq: int = 128, kind: str = "fixed") -> dict[str, Any]:
+    return {"label": label, "task": task, "kind": kind, "batch": batch, "seq": seq, "provider": "cpu",
+            "p50_ms": p50, "tok_per_s": 1000.0 / p50}
+
+
+def test_targets_report_met_missed_and_unmeasured() -> None:
+    rows = [_row("polyglot:int8", "fill-mask", 10.0), _row("optimum:int8", "fill-mask", 25.0),
+            _row("torch:fp32", "fill-mask", 50.0)]
+    results = {t["target"]: t for t in evaluate(rows, "mbert-cased")}
+    assert results["fill-mask int8 vs Optimum int8"]["met"] is True
+    assert results["fill-mask int8 vs Optimum int8"]["measured"] == 2.5
+    assert results["fill-mask int8 vs PyTorch eager"]["met"] is False  # 5x < 6.5x
+    assert results["embed int8 vs Optimum int8, batch 1"]["met"] is None  # no embed rows: not measured, never met
+    assert evaluate(rows, "tiny-bert") == []
+
+
+def test_bench_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["bench", "org/not-local", "--quiet", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a local checkpoint directory" in err
+    assert main(["bench", "tiny-bert", "--contenders", "tensorflow", "--out", str(tmp_path)]) == 1
+    assert "unknown contender 'tensorflow'" in capsys.readouterr().err
+    assert main(["bench", "tiny-bert", "--batch", "one", "--out", str(tmp_path)]) == 1
+    assert "--batch must be comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(BenchError, match="--random-weights"):
+        from polyglot_onnx.bench.prepare import resolve_checkpoint
+
+        resolve_checkpoint("mbert-cased", False, tmp_path)
