@@ -117,7 +117,7 @@ def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list
             continue
         seconds = (row["p50_ms"] if row["kind"] == "fixed" else row["mean_ms"]) / 1000.0
         key = f"{row['task']}/{row['kind']}/b{row['batch']}/s{row['seq']}"
-        row["gflops"] = round(fl.call_flops(shape, row["task"], lengths[key]) / seconds / 1e9, 1)
+        row["gflops"] = round(fl.call_flops(shape, row["task"], lengths[key]) / seconds / 1e9, 3)
         peak = peaks["int8_peak_gops"] if row["variant"].startswith("int8") else peaks["fp32_peak_gflops"]
         row["peak_ratio"] = round(row["gflops"] / peak, 4) if row["provider"] == "cpu" else None
     for row in rows:
