@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", type=float, default=8.0, help="GiB: rows needing a larger logits tensor are skipped")
     p.add_argument("--optimum-env", default=None, help="the isolated Optimum virtualenv (default ~/.cache/polyglot-onnx)")
     p.add_argument("--out", default="bench-results", help="output directory (results.jsonl, results.md, plots)")
+    p.add_argument("--work", default=None, help="where checkpoints, packages and Optimum builds are cached (default OUT/work)")
     p.add_argument("--quiet", action="store_true")
     return parser
 
@@ -382,6 +383,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         timing=TimingPolicy(min_iters=args.iters, max_iters=max(args.iters, args.max_iters), budget_s=args.budget),
         memory_limit_gb=args.memory_limit,
         optimum_env=Path(args.optimum_env) if args.optimum_env else None,
+        work=Path(args.work) if args.work else None,
         show_progress=not args.quiet,
     )
     summary = run_bench(options)

@@ -49,6 +49,18 @@ def progress(message: str) -> None:
     print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
 
 
+def release_memory() -> None:
+    """Hand freed heap back to the OS between steps: each step loads the whole graph (and the
+    quantizer a few copies), and glibc keeps freed arenas, so without this the peaks add up."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
@@ -70,7 +82,9 @@ def _modernbert_config(cfg: dict[str, Any], notes: list[str]) -> None:
             cfg["global_rope_theta"] = float(full)
         if local is not None:
             cfg["local_rope_theta"] = float(local)
-        notes.append(f"config: rope_parameters -> global_rope_theta={full}, local_rope_theta={local} for transformers 4.57")
+        notes.append(
+            f"config: rope_parameters -> global_rope_theta={full}, local_rope_theta={local} for transformers 4.57"
+        )
     layer_types = cfg.get("layer_types")
     if layer_types:
         every = int(cfg.get("global_attn_every_n_layers", 3))
@@ -137,7 +151,9 @@ def graph_facts(path: Path) -> dict[str, Any]:
 
     model = onnx.load(str(path), load_external_data=False)
     init = {t.name for t in model.graph.initializer}
-    ops = Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node)
+    ops = Counter(
+        f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node
+    )
     return {
         "inputs": [i.name for i in model.graph.input if i.name not in init],
         "outputs": [o.name for o in model.graph.output],
@@ -224,7 +240,8 @@ def quantize(source: Path, out: Path, notes: list[str]) -> Path:
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=False)
-    big = source.stat().st_size > 1_900_000_000
+    # A source stored with external data (> 2 GB) keeps that format for the output.
+    big = sum(part.stat().st_size for part in source.parent.glob(source.name + "*")) > 1_900_000_000
 
     def run() -> None:
         ORTQuantizer.from_pretrained(source.parent, file_name=source.name).quantize(
@@ -233,26 +250,28 @@ def quantize(source: Path, out: Path, notes: list[str]) -> Path:
 
     try:
         run()
+        return out / f"{source.stem}_quantized.onnx"
     except RuntimeError as err:
         if MISSING_TYPE not in str(err):
             raise
-        stock = oq.ONNXQuantizer
+    release_memory()  # outside the except block: the traceback no longer pins the failed attempt's graph
+    stock = oq.ONNXQuantizer
 
-        class DefaultFloatQuantizer(stock):  # type: ignore[misc,valid-type]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                kwargs.setdefault("extra_options", {})
-                kwargs["extra_options"] = {**(kwargs["extra_options"] or {}), "DefaultTensorType": onnx.TensorProto.FLOAT}
-                super().__init__(*args, **kwargs)
+    class DefaultFloatQuantizer(stock):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            extra = dict(kwargs.get("extra_options") or {})
+            extra["DefaultTensorType"] = onnx.TensorProto.FLOAT
+            super().__init__(*args, **{**kwargs, "extra_options": extra})
 
-        oq.ONNXQuantizer = DefaultFloatQuantizer
-        try:
-            run()
-        finally:
-            oq.ONNXQuantizer = stock
-        notes.append(
-            f"int8: stock ORTQuantizer raised '{MISSING_TYPE}' on {source.parent.name} (no type for com.microsoft "
-            "op outputs in onnxruntime's quantizer); re-run with extra_options DefaultTensorType=FLOAT"
-        )
+    oq.ONNXQuantizer = DefaultFloatQuantizer
+    try:
+        run()
+    finally:
+        oq.ONNXQuantizer = stock
+    notes.append(
+        f"int8: stock ORTQuantizer raised '{MISSING_TYPE}' on {source.parent.name} (no type for com.microsoft "
+        "op outputs in onnxruntime's quantizer); re-run with extra_options DefaultTensorType=FLOAT"
+    )
     return out / f"{source.stem}_quantized.onnx"
 
 
@@ -270,6 +289,7 @@ def build(checkpoint: Path, out: Path, task: str, levels: list[str]) -> dict[str
             return fn(*args)
         finally:
             seconds[name] = round(time.perf_counter() - start, 2)
+            release_memory()
 
     with tempfile.TemporaryDirectory(prefix="optimum-stage-") as tmp:
         staged = Path(tmp) / checkpoint.name

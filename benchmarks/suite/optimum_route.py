@@ -16,6 +16,7 @@ Typical use::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -147,9 +148,7 @@ def ensure_env(env_dir: Path | None = None, log: Callable[[str], None] = print) 
             log(f"optimum env {env_dir}: requirements changed or install incomplete, rebuilding")
             shutil.rmtree(env_dir)
         log(f"optimum env: creating {env_dir} and installing {len(REQUIREMENTS)} pinned packages (once, a few minutes)")
-        made = subprocess.run(
-            [sys.executable, "-m", "venv", str(env_dir)], capture_output=True, text=True, check=False
-        )
+        made = subprocess.run([sys.executable, "-m", "venv", str(env_dir)], capture_output=True, text=True, check=False)
         if made.returncode != 0 or not python.exists():
             raise BenchError(
                 f"could not create a virtualenv at {env_dir} ({_last_line(made.stderr + made.stdout)}): "
@@ -195,8 +194,15 @@ def _canonical_levels(levels: Sequence[str]) -> tuple[str, ...]:
 
 
 def _done_record(checkpoint: Path, task: str, levels: tuple[str, ...]) -> dict[str, object]:
-    """What a cached build must match: same input, same recipe, same pinned stack."""
-    return {"checkpoint": str(checkpoint), "task": task, "levels": list(levels), "requirements": list(REQUIREMENTS)}
+    """What a cached build must match: same input, same recipe (levels and build script), same pinned stack."""
+    script = hashlib.sha256(SCRIPT.read_bytes()).hexdigest()[:16]
+    return {
+        "checkpoint": str(checkpoint),
+        "task": task,
+        "levels": list(levels),
+        "requirements": list(REQUIREMENTS),
+        "script": script,
+    }
 
 
 def _from_done(out: Path, done: dict[str, object]) -> OptimumBuild:
@@ -257,6 +263,9 @@ def _check_replaceable(out: Path) -> None:
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Swap the finished temp dir in; an old build is moved aside first and removed after."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700; the build is an ordinary directory
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
         os.replace(out, old / out.name)
@@ -278,8 +287,8 @@ def build_optimum(
 
     Runs ``optimum_build.py`` under the isolated ``python`` (from :func:`ensure_env`) in a temp
     directory next to ``out`` and renames it into place only on success, so ``out`` is either a
-    complete build or absent. ``out/done.json`` records checkpoint, task, levels and pins; a call
-    that matches it returns at once. ``fp32`` is always built; ``levels`` adds ``O2``, ``int8``
+    complete build or absent. ``out/done.json`` records checkpoint, task, levels, pins and the
+    script's hash; a call that matches it returns at once. ``fp32`` is always built; ``levels`` adds ``O2``, ``int8``
     and ``O4``. Variants Optimum refuses are left out with a note; a failed export raises
     :class:`BenchError`.
     """

@@ -52,6 +52,7 @@ class BenchOptions:
     timing: TimingPolicy = field(default_factory=TimingPolicy)
     memory_limit_gb: float = 8.0
     optimum_env: Path | None = None
+    work: Path | None = None  # checkpoints, packages and Optimum builds (default OUT/work); reused across runs
     show_progress: bool = True
 
 
@@ -138,7 +139,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
     _check(options)
     out = options.out.expanduser().resolve()
-    work = out / "work"
+    work = (options.work or out / "work").expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     progress = Progress(total=5, enabled=options.show_progress)
     with progress.step(f"checkpoint {options.model}"):
