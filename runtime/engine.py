@@ -46,12 +46,30 @@ class Engine:
             # Empty positions make the LM head a zero-row matmul: embedding calls skip its cost.
             feeds[mf.MASK_POSITIONS] = positions if positions is not None else np.zeros(0, dtype=np.int64)
         try:
+            if self.bound:
+                return self._run_bound(outputs, feeds)
             return list(self.session.run(outputs, feeds))
         except Exception as err:  # onnxruntime's own error types; keep its first line only
             raise PolyglotError(
                 f"onnxruntime failed on a batch of shape {tuple(ids.shape)} ({first_line(err, 200)}): "
                 "lower batch_size, or check the package with 'polyglot-onnx info'"
             ) from err
+
+    @property
+    def bound(self) -> bool:
+        """On CUDA, inputs are copied to the device once and outputs stay there until asked for."""
+        return self.provider == "CUDAExecutionProvider"
+
+    def _run_bound(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        for name in outputs:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest

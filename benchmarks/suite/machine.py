@@ -21,9 +21,10 @@ LIBRARIES = ("polyglot-onnx", "onnxruntime", "onnxruntime-gpu", "torch", "transf
 
 def cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -32,10 +33,11 @@ def cpu_model() -> str:
 def cpu_flags() -> list[str]:
     """The SIMD extensions that decide which int8 kernels onnxruntime's MLAS picks."""
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return sorted(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
     except OSError:
         pass
     return []
@@ -71,14 +73,13 @@ def gpu_name() -> str | None:
         import subprocess
 
         out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20)
+                             text=True, timeout=20, check=False)
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, IndexError, subprocess.SubprocessError):
         return None
 
 
 def _matmul_graph(m: int, k: int, n: int, integer: bool) -> bytes:
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

@@ -61,7 +61,7 @@ def resolve_checkpoint(model: str, random_weights: bool, work: Path) -> tuple[st
     path = Path(model).expanduser()
     if (path / "config.json").is_file():
         return path.resolve().name, path.resolve()
-    hint = f" with --random-weights (no download)" if model in CATALOG else ""
+    hint = " with --random-weights (no download)" if model in CATALOG else ""
     raise BenchError(
         f"{model!r} is not a local checkpoint directory: benchmarks run offline on a local checkpoint, a catalog "
         f"name{hint or ' with --random-weights'}, or a tiny fixture ({', '.join(TINY_NAMES)})"

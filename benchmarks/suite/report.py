@@ -55,17 +55,17 @@ def markdown(summary: dict[str, Any]) -> str:
     out = [
         f"# Benchmark: {ctx['model']} ({'random weights, ' if ctx['random_weights'] else ''}{m['provider']})",
         "",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; SIMD {' '.join(m['simd']) or 'n/a'}"
-        + (f"; GPU {m['gpu']}" if m.get("gpu") else ""),
+        (f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB; SIMD {' '.join(m['simd']) or 'n/a'}"
+         + (f"; GPU {m['gpu']}" if m.get("gpu") else "")),
         f"- Threads: {m['threads']} (intra-op for onnxruntime, torch.set_num_threads for PyTorch); provider {m['provider']}",
         f"- Versions: {lib}",
-        f"- Measured peaks, same run: fp32 MatMul {peaks['fp32_peak_gflops']} GFLOP/s, int8 MatMulInteger "
-        f"{peaks['int8_peak_gops']} GOP/s (2048 cube); at the 128×768×3072 FFN shape {peaks['fp32_ffn_gflops']} / "
-        f"{peaks['int8_ffn_gops']}",
-        f"- Timing: {ctx['timing']['warmup']} warm-up call(s), then repeated until {ctx['timing']['budget_s']} s and at "
-        f"least {ctx['timing']['min_iters']} calls (at most {ctx['timing']['max_iters']}); the corpus row is one timed "
-        "pass after one warm-up batch. GFLOP/s counts model FLOPs (LM head on the masked row only); % peak is against "
-        "the int8 peak for int8 variants, the fp32 peak otherwise.",
+        (f"- Measured peaks, same run: fp32 MatMul {peaks['fp32_peak_gflops']} GFLOP/s, int8 MatMulInteger "
+         f"{peaks['int8_peak_gops']} GOP/s (2048 cube); at the 128×768×3072 FFN shape {peaks['fp32_ffn_gflops']} / "
+         f"{peaks['int8_ffn_gops']}"),
+        (f"- Timing: {ctx['timing']['warmup']} warm-up call(s), then repeated until {ctx['timing']['budget_s']} s and "
+         f"at least {ctx['timing']['min_iters']} calls (at most {ctx['timing']['max_iters']}); the corpus row is one "
+         "timed pass after one warm-up batch. GFLOP/s counts model FLOPs (LM head on the masked row only); % peak is "
+         "against the int8 peak for int8 variants, the fp32 peak otherwise."),
         f"- Date: {ctx['date']}; command: `{ctx['command']}`",
         "",
     ]

@@ -16,7 +16,16 @@ from polyglot_onnx.bench.contenders import ContenderSpec
 from polyglot_onnx.bench.machine import machine_facts, measure_peaks, versions
 from polyglot_onnx.bench.targets import evaluate, speedup
 from polyglot_onnx.bench.timing import TimingPolicy
-from polyglot_onnx.bench.workloads import CORPUS, EMBED, FILL_MASK, TASKS, TextCutter, Workload, corpus_workload, fixed_workloads
+from polyglot_onnx.bench.workloads import (
+    CORPUS,
+    EMBED,
+    FILL_MASK,
+    TASKS,
+    TextCutter,
+    Workload,
+    corpus_workload,
+    fixed_workloads,
+)
 from polyglot_onnx.errors import BenchError
 from polyglot_onnx.progress import Progress
 
@@ -32,6 +41,7 @@ DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 BASE_SEQS = (32, 128, 512)
 LONG_SEQS = (2048, 8192)  # models with 8192 positions (mmBERT), at batch 1 only
+LONG_FROM = 512
 RESULTS_FILE = "results.jsonl"
 
 
@@ -76,10 +86,11 @@ def variants_of(options: BenchOptions, family: str) -> tuple[str, ...]:
 
 
 def plan_workloads(options: BenchOptions, cutter: TextCutter, max_length: int) -> list[Workload]:
-    seqs = list(options.seqs or BASE_SEQS)
-    long = [s for s in LONG_SEQS if s <= max_length] if options.seqs is None else []
-    seqs = [s for s in seqs if s <= max_length]
-    rows = fixed_workloads(cutter, list(options.tasks), list(options.batches), seqs)
+    """Fixed rows (sequences above 512 at batch 1 only: one 8192-token text is already a large batch), then the corpus."""
+    seqs = [s for s in (options.seqs or BASE_SEQS + LONG_SEQS) if s <= max_length]
+    short = [s for s in seqs if s <= LONG_FROM]
+    long = [s for s in seqs if s > LONG_FROM]
+    rows = fixed_workloads(cutter, list(options.tasks), list(options.batches), short)
     if long:
         rows += fixed_workloads(cutter, list(options.tasks), [1], long)
     if EMBED in options.tasks and options.corpus_size:
@@ -98,17 +109,22 @@ def _specs(options: BenchOptions, checkpoint: Path, package: Path | None,
 
 
 def _run_worker(job: dict[str, Any], rows_path: Path, work: Path) -> None:
+    """Run one worker process, streaming its per-row progress lines as they come."""
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": str(job["contender"]["threads"]), "TOKENIZERS_PARALLELISM": "true"}
-    proc = subprocess.run([sys.executable, "-m", "polyglot_onnx.bench.worker", str(job_path), str(rows_path)],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tail: list[str] = []
+    with subprocess.Popen([sys.executable, "-m", "polyglot_onnx.bench.worker", str(job_path), str(rows_path)],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            tail = (tail + [line.rstrip()])[-50:]
+            if line.startswith("      "):  # the worker's row lines; library chatter stays in the tail
+                print(line, end="", file=sys.stderr, flush=True)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        lines = [ln for ln in tail if ln.strip()]
         raise BenchError(f"the {job['contender']['family']}:{job['contender']['variant']} worker failed on "
-                         f"{job['task']} ({lines[-1] if lines else 'no output'}): see the row log above")
-    if proc.stderr:
-        print(proc.stderr, end="", file=sys.stderr, flush=True)
+                         f"{job['task']} ({lines[-1] if lines else 'no output'}): rerun with fewer rows to narrow it down")
 
 
 def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list[int]], peaks: dict[str, float]) -> None:
@@ -192,4 +208,4 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["BenchOptions", "run_bench", "CORPUS", "FILL_MASK"]
+__all__ = ["CORPUS", "FILL_MASK", "BenchOptions", "run_bench"]

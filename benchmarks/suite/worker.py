@@ -50,7 +50,7 @@ def run_job(job: dict[str, Any], rows_path: Path) -> None:
                 if wl["kind"] != "fixed":  # one timed pass over the whole corpus, after one warm-up batch
                     runner.call(texts[:batch], batch)
                     row_policy = TimingPolicy(warmup=0, min_iters=1, max_iters=1, budget_s=0.0)
-                times = measure(lambda: runner.call(texts, batch), row_policy)
+                times = measure(lambda t=texts, b=batch: runner.call(t, b), row_policy)
                 row.update(summarize(times, len(texts), wl["tokens"]))
             except Exception as err:  # noqa: BLE001 - a failed row is recorded, the run goes on
                 row["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}"
