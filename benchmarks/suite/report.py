@@ -97,8 +97,20 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
     rows = [r for r in summary["rows"] if "p50_ms" in r and r["kind"] == "fixed"]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    paths = []
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6 * max(1, len(tasks)), 4.5), squeeze=False)
+    def panels() -> tuple[Any, Any]:
+        return plt.subplots(1, max(1, len(tasks)), figsize=(6 * max(1, len(tasks)), 4.5), squeeze=False)
+
+    def finish(fig: Any, axes: Any, name: str) -> None:
+        for ax in axes[0]:
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / name)
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+    paths: list[Path] = []
+    fig, axes = panels()
     for ax, task in zip(axes[0], tasks):
         for label in labels:
             pts = sorted((r["seq"], r["p50_ms"]) for r in rows if r["task"] == task and r["label"] == label and r["batch"] == 1)
@@ -106,15 +118,10 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
                 ax.plot(*zip(*pts), marker="o", label=label)
         ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel="p50 latency, ms (batch 1)",
                title=f"{summary['context']['model']} {task}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / PLOTS[0])
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    finish(fig, axes, PLOTS[0])
 
     seqs = sorted({r["seq"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(6 * max(1, len(tasks)), 4.5), squeeze=False)
+    fig, axes = panels()
     for ax, task in zip(axes[0], tasks):
         seq = 128 if 128 in seqs else seqs[len(seqs) // 2]
         for label in labels:
@@ -127,12 +134,7 @@ def plot(summary: dict[str, Any], out: Path) -> list[Path]:
             ax.annotate(f"{r['label']} corpus", (r["batch"], r["tok_per_s"]), fontsize=7)
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="tokens/s",
                title=f"{summary['context']['model']} {task}, seq {seq} (stars: mixed-length corpus)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / PLOTS[1])
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    finish(fig, axes, PLOTS[1])
     return paths
 
 

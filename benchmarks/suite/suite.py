@@ -150,7 +150,7 @@ def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the whole suite; returns the summary (rows, targets, paths) that report.write also saves."""
-    from polyglot_onnx.bench.prepare import ensure_optimum, ensure_package, resolve_checkpoint
+    from polyglot_onnx.bench.prepare import ensure_optimum, ensure_package, mask_token, resolve_checkpoint
     from polyglot_onnx.bench.report import write_report
 
     _check(options)
@@ -175,8 +175,6 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         progress.info(f"fp32 {peaks['fp32_peak_gflops']} GFLOP/s, int8 {peaks['int8_peak_gops']} GOP/s (2048 cube)")
     config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
     max_length = int(config.get("max_position_embeddings", 512))
-    from polyglot_onnx.bench.prepare import mask_token
-
     cutter = TextCutter(checkpoint / "tokenizer.json", mask_token(checkpoint))
     workloads = plan_workloads(options, cutter, max_length)
     lengths = {w.key: [cutter.length(t) for t in w.texts] for w in workloads}
