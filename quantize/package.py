@@ -140,7 +140,7 @@ def quantize_package(
                 model, details = mixed_precision_int8(root, manifest, options, progress)
             else:
                 model, details = _build(root, manifest, recipe, inputs)
-            manifest = write_variant(root, name, recipe.graph_file, model, details | {"provider": recipe.provider})
+            manifest = write_variant(root, name, recipe.graph_file, model, details | {"provider": recipe.provider, "recipe_revision": recipe.revision})
             del model
             progress.info(
                 f"{recipe.graph_file}: {manifest.variants[name].total_size / 1e6:.1f} MB "

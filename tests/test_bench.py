@@ -60,6 +60,42 @@ def test_smoke_run_writes_table_and_plots(smoke: tuple[Path, dict[str, Any]]) ->
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_stale_variant_is_rebuilt_before_timing(smoke: tuple[Path, dict[str, Any]],
+                                                 tiny_models: dict[str, Tiny]) -> None:
+    from polyglot_onnx.bench.prepare import ensure_package
+    from polyglot_onnx.quantize.recipes import RECIPES
+
+    out, _ = smoke
+    package = out / "work" / "packages" / "tiny-bert"
+    manifest_path = package / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["variants"]["int8"]["extra"]["recipe_revision"] == RECIPES["int8"].revision
+    manifest["variants"]["int8"]["extra"]["recipe_revision"] = 0  # as if built by an older recipe
+    manifest_path.write_text(json.dumps(manifest))
+    before = (package / "model.int8.onnx").stat().st_mtime_ns
+    ensure_package(tiny_models["tiny-bert"].checkpoint, package, ["fp32", "int8"], 2, False)
+    refreshed = json.loads(manifest_path.read_text())["variants"]["int8"]["extra"]
+    assert refreshed["recipe_revision"] == RECIPES["int8"].revision
+    assert (package / "model.int8.onnx").stat().st_mtime_ns != before
+
+
+def test_a_crashed_worker_marks_its_unreached_rows(tmp_path: Path) -> None:
+    from polyglot_onnx.bench.contenders import ContenderSpec
+    from polyglot_onnx.bench.suite import _read_rows, _record_missing
+    from polyglot_onnx.bench.workloads import Workload
+
+    spec = ContenderSpec("optimum", "O2", "cpu", 2, "ckpt", {"embed": "model.onnx"})
+    workloads = [Workload("embed", 1, seq, ["x"] * 1, [seq]) for seq in (32, 128, 512)]
+    rows_path = tmp_path / "rows.jsonl"
+    rows_path.write_text(json.dumps({"label": spec.label, "task": "embed", "kind": "fixed", "batch": 1, "seq": 32,
+                                     "p50_ms": 1.0}) + "\n")
+    _record_missing({"task": "embed"}, spec, workloads, rows_path, "worker killed (exit -9)")
+    rows = _read_rows(rows_path)
+    assert [r["seq"] for r in rows] == [32, 128, 512]
+    assert "error" not in rows[0] and all(r["error"] == "worker killed (exit -9)" for r in rows[1:])
+    assert all(r["label"] == "optimum:O2" and "graphs" not in r for r in rows[1:])
+
+
 def test_text_cutter_hits_exact_lengths(tiny_models: dict[str, Tiny]) -> None:
     for name in ("tiny-bert", "tiny-modernbert"):
         ckpt = tiny_models[name].checkpoint

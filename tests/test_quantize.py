@@ -49,6 +49,8 @@ def test_int8_embedding_table_is_block_quantized_and_shared_with_the_head(quanti
     lookup = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in model.graph.node if n.op_type == "MatMulNBits")
     assert lookup.input[0] == head.input[1]  # one uint8 table for lookup and decoder
+    # int8 compute in the head; without it onnxruntime dequantizes the whole table per call
+    assert {a.name: a.i for a in head.attribute}["accuracy_level"] == 4
     inits = {i.name: i for i in model.graph.initializer}
     table = inits[lookup.input[0]]
     vocab, hidden = read_manifest(pkg).model.vocab_size, read_manifest(pkg).model.hidden_size

@@ -106,6 +106,13 @@ def _last_line(text: str) -> str:
 
 
 @contextmanager
+
+def _step(command: list[str], failure: Callable[[str], str]) -> None:
+    """Run one set-up command; on a non-zero exit raise BenchError(failure(its most telling line))."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(failure(_last_line(done.stderr + done.stdout)))
+
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock file, so two suite processes never install into one venv at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,37 +155,19 @@ def ensure_env(env_dir: Path | None = None, log: Callable[[str], None] = print) 
             log(f"optimum env {env_dir}: requirements changed or install incomplete, rebuilding")
             shutil.rmtree(env_dir)
         log(f"optimum env: creating {env_dir} and installing {len(REQUIREMENTS)} pinned packages (once, a few minutes)")
-        made = subprocess.run([sys.executable, "-m", "venv", str(env_dir)], capture_output=True, text=True, check=False)
-        if made.returncode != 0 or not python.exists():
-            raise BenchError(
-                f"could not create a virtualenv at {env_dir} ({_last_line(made.stderr + made.stdout)}): "
-                f"install the python venv module (python3-venv) or set {ENV_VAR} to another directory"
-            )
+        _step([sys.executable, "-m", "venv", str(env_dir)], lambda why: (
+            f"could not create a virtualenv at {env_dir} ({why}): install the python venv module (python3-venv) "
+            f"or set {ENV_VAR} to another directory"))
+        if not python.exists():
+            raise BenchError(f"the virtualenv at {env_dir} has no {python.name}: set {ENV_VAR} to another directory")
         start = time.perf_counter()
-        pip = subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if pip.returncode != 0:
-            raise BenchError(
-                f"pip could not install {', '.join(REQUIREMENTS)} into {env_dir} "
-                f"({_last_line(pip.stderr + pip.stdout)}): {FIX}"
-            )
+        _step([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
+              lambda why: f"pip could not install {', '.join(REQUIREMENTS)} into {env_dir} ({why}): {FIX}")
         # pip can succeed with a stack that does not import (a wheel built for another CPU, a
         # broken transitive pin): check before the marker says "ready".
-        probe = subprocess.run(
-            [str(python), "-I", "-c", "import optimum.onnxruntime, optimum.exporters.onnx, transformers, torch"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if probe.returncode != 0:
-            raise BenchError(
-                f"the optimum env {env_dir} installed but does not import ({_last_line(probe.stderr)}): "
-                f"delete {env_dir} and retry, or run without the optimum contender"
-            )
+        _step([str(python), "-I", "-c", "import optimum.onnxruntime, optimum.exporters.onnx, transformers, torch"],
+              lambda why: (f"the optimum env {env_dir} installed but does not import ({why}): "
+                           f"delete {env_dir} and retry, or run without the optimum contender"))
         tmp = marker.with_name(f".{MARKER}.tmp")
         tmp.write_text(wanted, encoding="utf-8")
         os.replace(tmp, marker)

@@ -127,6 +127,25 @@ def _run_worker(job: dict[str, Any], rows_path: Path, work: Path) -> None:
                          f"{job['task']} ({lines[-1] if lines else 'no output'}): rerun with fewer rows to narrow it down")
 
 
+def _record_missing(job: dict[str, Any], spec: ContenderSpec, workloads: list[Workload], rows_path: Path,
+                    error: str) -> None:
+    """Rows for the workloads a failed worker never reached, each carrying the failure."""
+    done = {(r["kind"], r["batch"], r["seq"]) for r in _read_rows(rows_path)
+            if r["label"] == spec.label and r["task"] == job["task"]}
+    base = {k: v for k, v in spec.as_dict().items() if k not in ("graphs", "checkpoint")}
+    with rows_path.open("a", encoding="utf-8") as fh:
+        for w in workloads:
+            if (w.kind, w.batch, w.seq) not in done:
+                fh.write(json.dumps({**base, "label": spec.label, "task": w.task, "kind": w.kind, "batch": w.batch,
+                                     "seq": w.seq, "tokens": w.tokens, "texts": len(w.texts), "error": error}) + "\n")
+
+
+def _read_rows(rows_path: Path) -> list[dict[str, Any]]:
+    if not rows_path.is_file():
+        return []
+    return [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list[int]], peaks: dict[str, float]) -> None:
     """Achieved GFLOP/s, share of the measured peak, speed-ups against every other contender."""
     for row in rows:
@@ -177,7 +196,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     max_length = int(config.get("max_position_embeddings", 512))
     cutter = TextCutter(checkpoint / "tokenizer.json", mask_token(checkpoint))
     workloads = plan_workloads(options, cutter, max_length)
-    lengths = {w.key: [cutter.length(t) for t in w.texts] for w in workloads}
+    lengths = {w.key: w.lengths for w in workloads}
     specs = _specs(options, checkpoint, package, optimum)
     rows_path = work / "rows.jsonl"
     rows_path.unlink(missing_ok=True)
@@ -190,9 +209,17 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 job = {"contender": spec.as_dict(), "task": task, "timing": options.timing.__dict__,
                        "memory_limit": int(options.memory_limit_gb * 2**30),
                        "workloads": [{"kind": w.kind, "batch": w.batch, "seq": w.seq, "tokens": w.tokens,
-                                      "longest": max(lengths[w.key]), "texts": w.texts} for w in mine]}
-                _run_worker(job, rows_path, work)
-    rows = [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                                      "longest": max(w.lengths), "texts": w.texts} for w in mine]}
+                if spec.family == "optimum" and task not in spec.graphs:
+                    _record_missing(job, spec, mine, rows_path,
+                                    f"the Optimum route could not build its {spec.variant} graph for {task}")
+                    continue
+                try:
+                    _run_worker(job, rows_path, work)
+                except BenchError as err:  # a crashed worker (killed for memory, say) costs its rows, not the run
+                    progress.info(str(err))
+                    _record_missing(job, spec, mine, rows_path, str(err))
+    rows = _read_rows(rows_path)
     _derive(rows, shape, lengths, peaks)
     context = {"model": name, "checkpoint": str(checkpoint), "random_weights": options.random_weights,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -32,8 +32,13 @@ class Workload:
     batch: int
     seq: int  # tokens per text (0 for the corpus workload: lengths vary)
     texts: list[str] = field(repr=False, compare=False)
-    tokens: int = 0  # real (unpadded) tokens over all texts of one call
+    lengths: list[int] = field(repr=False, compare=False)  # each text's token count, specials included
     kind: str = "fixed"  # "fixed" or "corpus"
+
+    @property
+    def tokens(self) -> int:
+        """Real (unpadded) tokens over all texts of one call."""
+        return sum(self.lengths)
 
     @property
     def key(self) -> str:
@@ -103,8 +108,7 @@ def fixed_workloads(cutter: TextCutter, tasks: list[str], batches: list[int], se
         for seq in sorted(seqs):
             for batch in sorted(batches):
                 texts = [cutter.text(seq, task == FILL_MASK) for _ in range(batch)]
-                tokens = sum(cutter.length(t) for t in texts)
-                rows.append(Workload(task, batch, seq, texts, tokens))
+                rows.append(Workload(task, batch, seq, texts, [cutter.length(t) for t in texts]))
     return rows
 
 
@@ -112,7 +116,7 @@ def corpus_workload(cutter: TextCutter, size: int, batch: int, low: int = 5, hig
     """``size`` embedding texts of log-uniform length in [low, high] tokens, in arrival order."""
     lengths = [round(math.exp(cutter.rng.uniform(math.log(low), math.log(high)))) for _ in range(size)]
     texts = [cutter.text(n, with_mask=False) for n in lengths]
-    return Workload(EMBED, batch, 0, texts, sum(cutter.length(t) for t in texts), kind=CORPUS)
+    return Workload(EMBED, batch, 0, texts, [cutter.length(t) for t in texts], kind=CORPUS)
 
 
 def describe(workload: Workload) -> dict[str, Any]:
