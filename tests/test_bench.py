@@ -55,7 +55,7 @@ def test_smoke_run_writes_table_and_plots(smoke: tuple[Path, dict[str, Any]]) ->
     out, _ = smoke
     text = (out / "results.md").read_text()
     assert "| torch:fp32 | 1 | 16 |" in text and "× vs torch:fp32" in text
-    assert "## embed — corpus" in text and "Measured peaks" in text
+    assert "## embed — corpus: 24 texts of " in text and "Measured peaks" in text
     for name in ("latency_vs_seq.png", "throughput_vs_batch.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -106,6 +106,7 @@ def test_text_cutter_hits_exact_lengths(tiny_models: dict[str, Tiny]) -> None:
             assert masked.count(tiny_models[name].mask_token or "") == 1
         corpus = corpus_workload(cutter, 50, 8)
         lengths = [cutter.length(t) for t in corpus.texts]
+        assert corpus.lengths == lengths and corpus.tokens == sum(lengths)
         assert len(lengths) == 50 and min(lengths) >= 4 and max(lengths) <= 402 and len(set(lengths)) > 10
 
 

@@ -82,10 +82,17 @@ def markdown(summary: dict[str, Any]) -> str:
         for kind in dict.fromkeys(r["kind"] for r in rows if r["task"] == task):
             mine = [r for r in rows if r["task"] == task and r["kind"] == kind]
             mine.sort(key=lambda r: (r["batch"], r["seq"]))
-            title = "corpus: 2,000 texts of 5–400 tokens, arrival order" if kind == "corpus" else "fixed length"
+            title = _corpus_title(summary["context"].get("corpus")) if kind == "corpus" else "fixed length"
             out += [f"## {task} — {title}", "", *_table(mine, others), ""]
     out += ["## Plots", "", *[f"![{p}]({p})" for p in PLOTS], ""]
     return "\n".join(out)
+
+
+def _corpus_title(corpus: dict[str, int] | None) -> str:
+    if not corpus:
+        return "corpus, arrival order"
+    return (f"corpus: {corpus['texts']:,} texts of {corpus['shortest']}–{corpus['longest']} tokens "
+            f"({corpus['tokens']:,} in all), arrival order")
 
 
 def plot(summary: dict[str, Any], out: Path) -> list[Path]:

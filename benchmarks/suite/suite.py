@@ -224,7 +224,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     context = {"model": name, "checkpoint": str(checkpoint), "random_weights": options.random_weights,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine_facts(options.threads, options.provider), "versions": versions(), "peaks": peaks,
-               "timing": options.timing.__dict__, "command": " ".join(sys.argv)}
+               "timing": options.timing.__dict__, "command": " ".join(sys.argv),
+               "corpus": next(({"texts": len(w.texts), "shortest": min(w.lengths), "longest": max(w.lengths),
+                                "tokens": w.tokens} for w in workloads if w.kind == CORPUS), None)}
     for row in rows:
         row.update(model=name, machine=context["machine"], versions=context["versions"])
     summary = {"context": context, "rows": rows, "targets": evaluate(rows, name)}
