@@ -1,15 +1,18 @@
 """The short form of every published bench run, for the READMEs: targets, batch-1 latency, corpus.
 
-    python benchmarks/summarize.py [benchmarks/results/bench]
+    python benchmarks/summarize.py [--write README.md benchmarks/README.md]
 
-Reads each run's targets.json and results.jsonl (written by ``polyglot-onnx bench``) and prints
-Markdown; the full tables stay in each run's results.md.
+Reads each run's targets.json and results.jsonl under benchmarks/results/bench (written by
+``polyglot-onnx bench``) and prints Markdown, or with --write replaces the block between
+``<!-- bench-summary:LINK_ROOT -->`` and ``<!-- /bench-summary -->`` in each file (LINK_ROOT:
+where the run folders are, relative to that file). The full tables stay in each run's results.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +49,32 @@ def summarize(run: Path, link_root: str) -> list[str]:
     return out + [""]
 
 
+ROOT = Path(__file__).parent / "results" / "bench"
+BLOCK = re.compile(r"(<!-- bench-summary:(?P<root>[^ ]+) -->\n).*?(<!-- /bench-summary -->)", re.S)
+
+
+def runs() -> list[Path]:
+    return sorted(p for p in ROOT.iterdir() if (p / "targets.json").is_file())
+
+
+def block(link_root: str) -> str:
+    return "\n".join(line for run in runs() for line in summarize(run, link_root))
+
+
 def main() -> None:
-    root = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/bench")
-    for run in sorted(p for p in root.iterdir() if (p / "targets.json").is_file()):
-        print("\n".join(summarize(run, str(root))))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", nargs="*", type=Path, default=None, help="Markdown files with a summary block")
+    args = parser.parse_args()
+    if args.write is None:
+        print(block("benchmarks/results/bench"))
+        return
+    for path in args.write:
+        text = path.read_text(encoding="utf-8")
+        new, count = BLOCK.subn(lambda m: m.group(1) + block(m.group("root")) + m.group(3), text)
+        if not count:
+            raise SystemExit(f"{path} has no <!-- bench-summary:ROOT --> block")
+        path.write_text(new, encoding="utf-8")
+        print(f"{path}: summary of {len(runs())} runs written")
 
 
 if __name__ == "__main__":
