@@ -86,7 +86,7 @@ def compare(package: Path, texts: int, threads: int) -> dict[str, Any]:
                 logits[name].append(out[0])
     ref = np.stack(logits["fp32"])
     p = _softmax(ref)
-    result: dict[str, Any] = {"package": str(package), "texts": len(ref), "threads": threads,
+    result: dict[str, Any] = {"package": package.name, "texts": len(ref), "threads": threads,
                               "ms_per_call": {k: round(v / len(ref) * 1e3, 2) for k, v in seconds.items()}}
     for name in sessions:
         if name == "fp32":
