@@ -29,8 +29,9 @@ def summarize(run: Path, link_root: str) -> list[str]:
     rows = [json.loads(line) for line in (run / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     targets = json.loads((run / "targets.json").read_text(encoding="utf-8"))
     peaks = rows[0]["context"]["peaks"]
-    out = [f"**{run.name}** ([table]({link_root}/{run.name}/results.md); peaks this run: "
-           f"fp32 {peaks['fp32_peak_gflops']} GFLOP/s, int8 {peaks['int8_peak_gops']} GOP/s)", "",
+    title = (f"**{run.name}** ([table]({link_root}/{run.name}/results.md); peaks this run: "
+             f"fp32 {peaks['fp32_peak_gflops']} GFLOP/s, int8 {peaks['int8_peak_gops']} GOP/s)")
+    out = [title, "",
            "| target | needed | measured (worst row) | at | met |", "|---|---|---|---|---|"]
     for t in targets:
         met = "not measured" if t["met"] is None else ("yes" if t["met"] else "**no**")
@@ -50,7 +51,7 @@ def summarize(run: Path, link_root: str) -> list[str]:
 
 
 ROOT = Path(__file__).parent / "results" / "bench"
-BLOCK = re.compile(r"(<!-- bench-summary:(?P<root>[^ ]+) -->\n).*?(<!-- /bench-summary -->)", re.S)
+BLOCK = re.compile(r"(<!-- bench-summary:(?P<root>[^ ]+) -->\n).*?(<!-- /bench-summary -->)", re.DOTALL)
 
 
 def runs() -> list[Path]:
