@@ -89,7 +89,7 @@ def test_a_crashed_worker_marks_its_unreached_rows(tmp_path: Path) -> None:
     rows_path = tmp_path / "rows.jsonl"
     rows_path.write_text(json.dumps({"label": spec.label, "task": "embed", "kind": "fixed", "batch": 1, "seq": 32,
                                      "p50_ms": 1.0}) + "\n")
-    _record_missing({"task": "embed"}, spec, workloads, rows_path, "worker killed (exit -9)")
+    _record_missing(spec, workloads, rows_path, "worker killed (exit -9)")
     rows = _read_rows(rows_path)
     assert [r["seq"] for r in rows] == [32, 128, 512]
     assert "error" not in rows[0] and all(r["error"] == "worker killed (exit -9)" for r in rows[1:])

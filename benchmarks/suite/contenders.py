@@ -45,6 +45,11 @@ class ContenderSpec:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def row_fields(self) -> dict[str, Any]:
+        """What every result row says about its contender (no file paths)."""
+        fields = {k: v for k, v in self.as_dict().items() if k not in ("graphs", "checkpoint")}
+        return {**fields, "label": self.label}
+
 
 def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     weights = mask[..., None].astype(hidden.dtype)

@@ -28,12 +28,12 @@ def _others(rows: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
-def _table(rows: list[dict[str, Any]], others: list[str]) -> list[str]:
+def _table(rows: list[dict[str, Any]], others: list[str], corpus_range: str) -> list[str]:
     head = ["contender", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "n", "seq/s", "tok/s", "GFLOP/s", "% peak",
             "load s", "peak RSS MB", "size MB", *[f"× vs {o}" for o in others]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        seq = row["seq"] if row["kind"] == "fixed" else "5–400"
+        seq = row["seq"] if row["kind"] == "fixed" else corpus_range
         if "p50_ms" not in row:
             why = row.get("skipped") or row.get("error")
             cells = [row["label"], str(row["batch"]), str(seq), f"not run: {why}"] + [""] * (len(head) - 4)
@@ -82,8 +82,10 @@ def markdown(summary: dict[str, Any]) -> str:
         for kind in dict.fromkeys(r["kind"] for r in rows if r["task"] == task):
             mine = [r for r in rows if r["task"] == task and r["kind"] == kind]
             mine.sort(key=lambda r: (r["batch"], r["seq"]))
-            title = _corpus_title(summary["context"].get("corpus")) if kind == "corpus" else "fixed length"
-            out += [f"## {task} — {title}", "", *_table(mine, others), ""]
+            corpus = summary["context"].get("corpus")
+            title = _corpus_title(corpus) if kind == "corpus" else "fixed length"
+            span = f"{corpus['shortest']}–{corpus['longest']}" if corpus else "mixed"
+            out += [f"## {task} — {title}", "", *_table(mine, others, span), ""]
     out += ["## Plots", "", *[f"![{p}]({p})" for p in PLOTS], ""]
     return "\n".join(out)
 

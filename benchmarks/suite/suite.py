@@ -25,6 +25,7 @@ from polyglot_onnx.bench.workloads import (
     Workload,
     corpus_workload,
     fixed_workloads,
+    workload_key,
 )
 from polyglot_onnx.errors import BenchError
 from polyglot_onnx.progress import Progress
@@ -42,7 +43,6 @@ DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
 BASE_SEQS = (32, 128, 512)
 LONG_SEQS = (2048, 8192)  # models with 8192 positions (mmBERT), at batch 1 only
 LONG_FROM = 512
-RESULTS_FILE = "results.jsonl"
 
 
 @dataclass(frozen=True)
@@ -127,16 +127,14 @@ def _run_worker(job: dict[str, Any], rows_path: Path, work: Path) -> None:
                          f"{job['task']} ({lines[-1] if lines else 'no output'}): rerun with fewer rows to narrow it down")
 
 
-def _record_missing(job: dict[str, Any], spec: ContenderSpec, workloads: list[Workload], rows_path: Path,
-                    error: str) -> None:
+def _record_missing(spec: ContenderSpec, workloads: list[Workload], rows_path: Path, error: str) -> None:
     """Rows for the workloads a failed worker never reached, each carrying the failure."""
-    done = {(r["kind"], r["batch"], r["seq"]) for r in _read_rows(rows_path)
-            if r["label"] == spec.label and r["task"] == job["task"]}
-    base = {k: v for k, v in spec.as_dict().items() if k not in ("graphs", "checkpoint")}
+    done = {workload_key(r["task"], r["kind"], r["batch"], r["seq"]) for r in _read_rows(rows_path)
+            if r["label"] == spec.label}
     with rows_path.open("a", encoding="utf-8") as fh:
         for w in workloads:
-            if (w.kind, w.batch, w.seq) not in done:
-                fh.write(json.dumps({**base, "label": spec.label, "task": w.task, "kind": w.kind, "batch": w.batch,
+            if w.key not in done:
+                fh.write(json.dumps({**spec.row_fields(), "task": w.task, "kind": w.kind, "batch": w.batch,
                                      "seq": w.seq, "tokens": w.tokens, "texts": len(w.texts), "error": error}) + "\n")
 
 
@@ -152,7 +150,7 @@ def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list
         if "p50_ms" not in row:
             continue
         seconds = (row["p50_ms"] if row["kind"] == "fixed" else row["mean_ms"]) / 1000.0
-        key = f"{row['task']}/{row['kind']}/b{row['batch']}/s{row['seq']}"
+        key = workload_key(row["task"], row["kind"], row["batch"], row["seq"])
         row["gflops"] = round(fl.call_flops(shape, row["task"], lengths[key]) / seconds / 1e9, 3)
         peak = peaks["int8_peak_gops"] if row["variant"].startswith("int8") else peaks["fp32_peak_gflops"]
         row["peak_ratio"] = round(row["gflops"] / peak, 4) if row["provider"] == "cpu" else None
@@ -211,14 +209,14 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                        "workloads": [{"kind": w.kind, "batch": w.batch, "seq": w.seq, "tokens": w.tokens,
                                       "longest": max(w.lengths), "texts": w.texts} for w in mine]}
                 if spec.family == "optimum" and task not in spec.graphs:
-                    _record_missing(job, spec, mine, rows_path,
+                    _record_missing(spec, mine, rows_path,
                                     f"the Optimum route could not build its {spec.variant} graph for {task}")
                     continue
                 try:
                     _run_worker(job, rows_path, work)
                 except BenchError as err:  # a crashed worker (killed for memory, say) costs its rows, not the run
                     progress.info(str(err))
-                    _record_missing(job, spec, mine, rows_path, str(err))
+                    _record_missing(spec, mine, rows_path, str(err))
     rows = _read_rows(rows_path)
     _derive(rows, shape, lengths, peaks)
     context = {"model": name, "checkpoint": str(checkpoint), "random_weights": options.random_weights,

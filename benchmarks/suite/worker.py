@@ -34,9 +34,8 @@ def run_job(job: dict[str, Any], rows_path: Path) -> None:
     policy = TimingPolicy(**job["timing"])
     runner = make_runner(spec, job["task"])
     runner.load()
-    base = {**spec.as_dict(), "label": spec.label, "task": job["task"], "load_s": round(runner.load_seconds, 3),
+    base = {**spec.row_fields(), "task": job["task"], "load_s": round(runner.load_seconds, 3),
             "size_mb": round(runner.size_bytes() / 2**20, 1)}
-    base.pop("graphs"), base.pop("checkpoint")
     for wl in job["workloads"]:
         row = {**base, **{k: wl[k] for k in ("kind", "batch", "seq", "tokens")}, "texts": len(wl["texts"])}
         need = runner.memory_need(wl["batch"], max(wl["seq"], wl.get("longest", 0)))

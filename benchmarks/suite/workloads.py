@@ -42,7 +42,12 @@ class Workload:
 
     @property
     def key(self) -> str:
-        return f"{self.task}/{self.kind}/b{self.batch}/s{self.seq}"
+        return workload_key(self.task, self.kind, self.batch, self.seq)
+
+
+def workload_key(task: str, kind: str, batch: int, seq: int) -> str:
+    """One row's identity: a workload's and its result rows' (which carry the same four fields)."""
+    return f"{task}/{kind}/b{batch}/s{seq}"
 
 
 class TextCutter:
