@@ -21,6 +21,8 @@ class ArchStrategy:
     fused_ops_per_layer: dict[str, int] = field(default_factory=dict)
     needs_token_type_ids: bool = False
     local_window_attr: str | None = None
+    layer_types_attr: str | None = None  # config list naming each layer's attention kind
+    banded_local: bool = False  # local layers export as block-banded attention (export/banded.py)
 
     def encoder(self, model: Any) -> Any:
         """The bare encoder, whether ``model`` is the *ForMaskedLM wrapper or the base model."""
@@ -37,6 +39,20 @@ class ArchStrategy:
 
     def local_window(self, config: Any) -> int | None:
         return getattr(config, self.local_window_attr) if self.local_window_attr else None
+
+    def layer_kinds(self, config: Any) -> list[str] | None:
+        """'local' or 'global' per layer, for architectures that mix the two; None otherwise."""
+        if not self.layer_types_attr:
+            return None
+        return [LAYER_KINDS.get(t, t) for t in getattr(config, self.layer_types_attr)]
+
+    def expected_ops_by_kind(self, kinds: list[str]) -> dict[str, int]:
+        """Fused ops per kind of layer, keyed 'Attention.local', 'Attention.global', ..."""
+        ops = self.fused_ops_per_layer.items()
+        return {f"{op}.{kind}": n * kinds.count(kind) for op, n in ops for kind in sorted(set(kinds))}
+
+
+LAYER_KINDS = {"sliding_attention": "local", "full_attention": "global"}  # transformers' layer_types names
 
 
 STRATEGIES: dict[str, ArchStrategy] = {
@@ -55,6 +71,8 @@ STRATEGIES: dict[str, ArchStrategy] = {
             transform_attr="head",
             fused_ops_per_layer={"Attention": 1, "RotaryEmbedding": 2},
             local_window_attr="local_attention",
+            layer_types_attr="layer_types",
+            banded_local=True,
         ),
     )
 }

@@ -37,6 +37,7 @@ def build_module(ckpt: Checkpoint) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
+            self.banded = False  # set by banded.banded_export while torch.onnx traces
             if ckpt.has_mlm_head:
                 self.transform = strategy.transform(ckpt.model)
                 self.decoder = ckpt.model.get_output_embeddings()
@@ -46,8 +47,13 @@ def build_module(ckpt: Checkpoint) -> Any:
             # [batch, seq] positions: a [1, seq] rotary cache breaks onnxruntime for batch > 1.
             positions = torch.arange(length, device=input_ids.device).unsqueeze(0).expand(batch, length)
             kwargs = {"token_type_ids": torch.zeros_like(input_ids)} if strategy.needs_token_type_ids else {}
+            masks: Any = attention_mask
+            if self.banded:  # local layers get the [b, L] mask; the dense band mask is never built
+                from polyglot_onnx.export.banded import mask_mapping
+
+                masks = mask_mapping(self.encoder, input_ids, attention_mask)
             hidden = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, **kwargs
+                input_ids=input_ids, attention_mask=masks, position_ids=positions, **kwargs
             ).last_hidden_state
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
@@ -92,9 +98,14 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def export_onnx(ckpt: Checkpoint, module: Any) -> Any:
-    """torch.onnx dynamo export at opset 23: SDPA becomes ai.onnx Attention, rotary RotaryEmbedding."""
+def export_onnx(ckpt: Checkpoint, module: Any, banded: bool = False) -> Any:
+    """torch.onnx dynamo export at opset 23: SDPA becomes ai.onnx Attention, rotary RotaryEmbedding.
+
+    ``banded`` traces local (sliding-window) layers as block-banded attention (export/banded.py).
+    """
     import torch
+
+    from polyglot_onnx.export.banded import banded_export
 
     inputs, outputs = graph_io(ckpt.has_mlm_head)
     dynamic: dict[str, dict[int, str]] = {
@@ -103,7 +114,8 @@ def export_onnx(ckpt: Checkpoint, module: Any) -> Any:
     }
     if ckpt.has_mlm_head:
         dynamic[mf.MASK_POSITIONS] = {0: "masks"}
-    with torch.no_grad(), _quiet_exporter():
+    patch = banded_export(module) if banded else contextlib.nullcontext()
+    with torch.no_grad(), _quiet_exporter(), patch:
         program = torch.onnx.export(
             module,
             example_inputs(ckpt),

@@ -7,6 +7,7 @@ assert them and the manifest can record them.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,18 +28,45 @@ def op_counts(model: Any) -> Counter[str]:
     )
 
 
+_LAYER_SCOPE = re.compile(r"\blayers?\.(\d+)\.")
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # where torch.onnx (dynamo) records each node's module path
+
+
+def layer_index(node: Any) -> int | None:
+    """The encoder layer a node was traced from, read from the exporter's name-scope metadata."""
+    for prop in node.metadata_props:
+        if prop.key == SCOPES_KEY:
+            found = _LAYER_SCOPE.findall(prop.value)
+            return int(found[-1]) if found else None
+    return None
+
+
+def op_counts_by_layer_kind(model: Any, ops: Any, kinds: list[str]) -> Counter[str]:
+    """Counts of ``ops`` keyed 'Op.kind' (kind of the layer each node came from, 'Op.unknown' if none)."""
+    out: Counter[str] = Counter()
+    for node in model.graph.node:
+        if node.op_type in ops and node.domain in ("", "ai.onnx"):
+            i = layer_index(node)
+            out[f"{node.op_type}.{kinds[i] if i is not None and i < len(kinds) else 'unknown'}"] += 1
+    return out
+
+
 class FusionCheck:
     """Fails the export when any encoder layer's attention did not become one fused operator.
 
     Without this, a transformers or torch upgrade could silently decompose attention into
-    MatMul/Softmax and lose the fused kernels.
+    MatMul/Softmax and lose the fused kernels. With ``kinds`` (each layer's 'local' or 'global'),
+    ``expected`` may also hold per-kind counts keyed 'Attention.local', 'RotaryEmbedding.global'...
     """
 
-    def __init__(self, expected: dict[str, int]) -> None:
+    def __init__(self, expected: dict[str, int], kinds: list[str] | None = None) -> None:
         self.expected = expected
+        self.kinds = kinds
 
     def apply(self, model: Any) -> PassReport:
         counts = op_counts(model)
+        if self.kinds is not None:
+            counts.update(op_counts_by_layer_kind(model, {k.split(".")[0] for k in self.expected}, self.kinds))
         found = {op: counts.get(op, 0) for op in self.expected}
         wrong = {op: n for op, n in found.items() if n != self.expected[op]}
         if wrong:

@@ -36,6 +36,9 @@ class ExportOptions:
     overwrite: bool = False
     random_weights: bool = False  # catalog name -> architecture-exact checkpoint, random weights
     show_progress: bool = True
+    # ModernBERT local layers as block-banded attention; False gives the dense band-masked graph
+    banded_attention: bool = True
+    canary: bool = True  # store the fp32 graph's outputs on the canary texts for 'polyglot-onnx verify'
 
 
 def library_versions() -> dict[str, str]:
@@ -72,7 +75,7 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def _model_info(ckpt: Checkpoint) -> mf.ModelInfo:
+def _model_info(ckpt: Checkpoint, banded: bool) -> mf.ModelInfo:
     cfg = ckpt.config
     return mf.ModelInfo(
         name=ckpt.source.name,
@@ -86,6 +89,7 @@ def _model_info(ckpt: Checkpoint) -> mf.ModelInfo:
         default_pooling=ckpt.default_pooling,
         has_mlm_head=ckpt.has_mlm_head,
         local_window=ckpt.strategy.local_window(cfg),
+        local_attention=None if ckpt.strategy.layer_kinds(cfg) is None else ("banded" if banded else "dense"),
     )
 
 
@@ -141,17 +145,23 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
             f"{ckpt.config.model_type}, {ckpt.config.num_hidden_layers} layers, "
             f"{'masked-LM head' if ckpt.has_mlm_head else 'embedding-only (no masked-LM head)'}"
         )
-    with progress.step("exporting to ONNX (torch.onnx dynamo, opset 23, fused attention)"):
+    banded = options.banded_attention and ckpt.strategy.banded_local
+    kind = "fused, banded local" if banded else "fused"
+    with progress.step(f"exporting to ONNX (torch.onnx dynamo, opset 23, {kind} attention)"):
         module = build_module(ckpt)
         try:
-            proto = export_onnx(ckpt, module)
+            proto = export_onnx(ckpt, module, banded=banded)
         except PolyglotError:
             raise
         except Exception as err:  # torch.export raises many types; name the stage and cause
             raise ExportError(f"torch.onnx.export failed for {model}: {first_line(err, None)}") from err
     with progress.step("graph passes (fusion check, tied weights, IR version)"):
         expected = ckpt.strategy.expected_ops(int(ckpt.config.num_hidden_layers))
-        reports = [p.apply(proto) for p in (FusionCheck(expected), DeduplicateInitializers(), ClampIrVersion())]
+        kinds = ckpt.strategy.layer_kinds(ckpt.config)
+        if kinds is not None:
+            expected |= ckpt.strategy.expected_ops_by_kind(kinds)
+        passes = (FusionCheck(expected, kinds), DeduplicateInitializers(), ClampIrVersion())
+        reports = [p.apply(proto) for p in passes]
         for report in reports:
             progress.info(f"{report.name}: {report.counts}")
         files = save_graph(proto, tmp)
@@ -169,12 +179,11 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
         variant = mf.Variant(
             name="fp32",
             files=[mf.file_entry(tmp, f) for f in files],
-            op_counts={k: v for k, v in counts.items() if k in ("Attention", "RotaryEmbedding")}
-            | {"nodes": sum(counts.values())},
+            op_counts=dict(reports[0].counts) | {"nodes": sum(counts.values())},
             validation=validation,
         )
         manifest = mf.Manifest(
-            model=_model_info(ckpt),
+            model=_model_info(ckpt, banded),
             tokenizer=_tokenizer_info(ckpt, vocab),
             inputs=inputs,
             outputs=outputs,
@@ -184,4 +193,9 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
             tokenizer_sha256=mf.sha256_file(tmp / TOKENIZER_FILE),
         )
         mf.write_manifest(tmp, manifest)
+        if options.canary:
+            from polyglot_onnx.runtime.canary import write_canary
+
+            manifest = write_canary(tmp, verify=False)  # files were hashed a moment ago
+            progress.info(f"canary references for 'polyglot-onnx verify': {manifest.canary.size / 1e3:.0f} kB")
     return manifest

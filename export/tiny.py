@@ -100,8 +100,13 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path) -> Path:
     return out
 
 
-def build_tiny_bert(out: Path, corpus: Path, seed: int = 0, with_head: bool = True) -> Path:
-    """A 2-layer cased BERT; ``with_head=False`` saves the bare encoder with sentence-transformers files."""
+def build_tiny_bert(
+    out: Path, corpus: Path, seed: int = 0, with_head: bool = True, initializer_range: float = 0.02
+) -> Path:
+    """A 2-layer cased BERT; ``with_head=False`` saves the bare encoder with sentence-transformers files.
+
+    ``initializer_range=0.2`` gives the large weights that expose int8 kernel saturation.
+    """
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
@@ -115,6 +120,7 @@ def build_tiny_bert(out: Path, corpus: Path, seed: int = 0, with_head: bool = Tr
         intermediate_size=128,
         max_position_embeddings=256,
         pad_token_id=tokenizer.pad_token_id,
+        initializer_range=initializer_range,
     )
     model = BertForMaskedLM(config).eval()
     if with_head:
@@ -134,7 +140,7 @@ def build_tiny_bert(out: Path, corpus: Path, seed: int = 0, with_head: bool = Tr
     return out
 
 
-def build_tiny_modernbert(out: Path, corpus: Path, seed: int = 0) -> Path:
+def build_tiny_modernbert(out: Path, corpus: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
     """A 3-layer ModernBERT (local, local, global) with a 16-token window and GeGLU, no biases."""
     import torch
     from transformers import ModernBertConfig, ModernBertForMaskedLM
@@ -155,6 +161,7 @@ def build_tiny_modernbert(out: Path, corpus: Path, seed: int = 0) -> Path:
         bos_token_id=2,
         cls_token_id=2,
         sep_token_id=1,
+        initializer_range=initializer_range,
     )
     model = ModernBertForMaskedLM(config).eval()
     return save_checkpoint(model, tokenizer, out)

@@ -1,7 +1,9 @@
 """Export validates itself against PyTorch on real text, before anything is written out.
 
 Cases cover a short sequence, sequences longer than ModernBERT's 128-token local window, and a
-padded batch of mixed lengths, with mask tokens placed in the text for the masked-LM head.
+padded batch of mixed lengths, with mask tokens placed in the text for the masked-LM head. Models
+with a local window get one more padded batch at the window's edges and beyond 2 x window, where
+banded attention's blocks (half a window each) and their neighbours all come into play.
 """
 
 from __future__ import annotations
@@ -37,10 +39,13 @@ class Tolerance:
     rtol: float = 1e-3
 
 
-def _lengths(max_length: int) -> tuple[list[int], list[int]]:
+def _lengths(max_length: int, window: int | None = None) -> tuple[list[int], list[list[int]]]:
     singles = sorted({min(n, max_length) for n in (12, 160, 300)})
-    batch = [min(n, max_length) for n in (300, 150, 20)]
-    return singles, batch
+    batches = [[min(n, max_length) for n in (300, 150, 20)]]
+    if window:
+        edges = (3 * window + 7, window + 1, window, window - 1, window // 2 + 1, 1)
+        batches.append([min(n, max_length) for n in edges])
+    return singles, batches
 
 
 def build_cases(ckpt: Any) -> list[dict[str, np.ndarray]]:
@@ -58,9 +63,9 @@ def build_cases(ckpt: Any) -> list[dict[str, np.ndarray]]:
         content = (body * (room // max(len(body), 1) + 1))[:room]
         return prefix + content + suffix
 
-    singles, mixed = _lengths(ckpt.max_length)
+    singles, mixed = _lengths(ckpt.max_length, ckpt.strategy.local_window(ckpt.config))
     cases = []
-    for group in [[n] for n in singles] + [mixed]:
+    for group in [[n] for n in singles] + mixed:
         rows = [sequence(n) for n in group]
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), pad, dtype=np.int64)

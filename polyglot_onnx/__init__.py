@@ -14,6 +14,7 @@ from polyglot_onnx.errors import (
     FusionError,
     InputError,
     ModelNotFoundError,
+    NonFiniteOutputError,
     PackageError,
     PolyglotError,
     ProviderError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "FillMask": "polyglot_onnx.runtime",
+    "FillMaskLimits": "polyglot_onnx.runtime",
     "Embedder": "polyglot_onnx.runtime",
     "TokenEmbeddings": "polyglot_onnx.runtime",
     "WordEmbeddings": "polyglot_onnx.runtime",
@@ -44,9 +46,11 @@ __all__ = [
     "ExportError",
     "ExportOptions",
     "FillMask",
+    "FillMaskLimits",
     "FusionError",
     "InputError",
     "ModelNotFoundError",
+    "NonFiniteOutputError",
     "PackageError",
     "PolyglotError",
     "ProviderError",

@@ -1,4 +1,4 @@
-"""``polyglot-onnx``: export | quantize | drift | fill-mask | embed | info | demo | bench.
+"""``polyglot-onnx``: export | quantize | drift | verify | fill-mask | embed | info | demo | bench.
 
 Library errors become one line on stderr and a non-zero exit here, and only here. Heavy imports
 happen inside the command that needs them, so runtime commands work without torch.
@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.bench.cli import add_bench_parser, cmd_bench
+from polyglot_onnx.cli_io import broken_pipe, read_texts, silence_stdout, stdout_problem
 from polyglot_onnx.errors import PolyglotError
+from polyglot_onnx.serve.cli import add_serve_parser, cmd_serve
+from polyglot_onnx.jobs.cli import add_embed_corpus_parser, cmd_embed_corpus
+from polyglot_onnx.selfcheck_cli import add_verify_parser, cmd_canary_only, cmd_verify, machine_lines
 
 EXIT_ERROR = 1
 
@@ -31,12 +35,8 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the command line, or one per line from --file (- for stdin)."""
-    if args.file:
-        raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        texts = [line for line in raw.splitlines() if line.strip()]
-    else:
-        texts = list(args.texts)
+    """Texts from the command line, or one per line from --file (- for stdin); strictly UTF-8."""
+    texts = read_texts(args)
     if not texts:
         raise PolyglotError("no input text: pass texts as arguments or --file FILE (one per line)")
     return texts
@@ -50,6 +50,7 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce-range", action="store_true", help="7-bit int8 weights (for CPUs without VNNI)")
     p.add_argument("--embedding-block", type=int, default=64, help="int8 embedding block size; 0 keeps it fp32")
     p.add_argument("--no-drift", action="store_true", help="skip the drift check after building")
+    p.add_argument("--no-canary", action="store_true", help="store no canary references for 'polyglot-onnx verify'")
     p.add_argument("--threads", type=int, default=None)
     if not any(a.dest == "overwrite" for a in p._actions):
         p.add_argument("--overwrite", action="store_true", help="rebuild variants the package already has")
@@ -72,6 +73,7 @@ def _quantize_options(args: argparse.Namespace) -> Any:
         max_drift=args.max_drift,
         threads=args.threads,
         show_progress=not args.quiet,
+        canary=not args.no_canary,
     )
 
 
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--random-weights", action="store_true",
                    help="catalog model only: build the exact architecture with random weights (no download)")
+    p.add_argument("--dense-attention", action="store_true",
+                   help="ModernBERT: local layers as dense band-masked attention (default: banded, for comparison)")
     p.add_argument("--variants", default="fp32",
                    help="fp32 plus any of int8, int8-static, fp16, built after export (e.g. fp32,int8,fp16)")
     _quantize_args(p)
@@ -96,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="add int8 / fp16 variants to a package, with drift evidence")
     p.add_argument("package", help="package directory made by 'polyglot-onnx export'")
     p.add_argument("--variants", default=None, help="comma-separated: int8, int8-static, fp16 (default int8,fp16)")
+    p.add_argument("--canary-only", action="store_true", help="only (re)write the canary references; build nothing")
     _quantize_args(p)
 
     p = sub.add_parser("drift", help="measure each variant's accuracy drift per language; exit 1 if a gate fails")
@@ -126,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=["sentence", "token", "word"], default="sentence")
     p.add_argument("--no-normalize", action="store_true")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--long-text", choices=["truncate", "window"], default="truncate",
+                   help="over the model maximum: truncate (warns), or embed whole as overlapping windows")
+    p.add_argument("--window-stride", type=int, default=None, help="tokens between windows (default: half a window)")
 
     p = sub.add_parser("info", help="show a package's manifest summary")
     p.add_argument("package")
@@ -138,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true", help="catalog MODEL at full size with random weights")
 
     add_bench_parser(sub)
+    add_serve_parser(sub)
+    add_embed_corpus_parser(sub)
+    add_verify_parser(sub)
     return parser
 
 
@@ -155,6 +166,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         show_progress=not args.quiet,
         random_weights=args.random_weights,
+        canary=not args.no_canary,
+        banded_attention=not args.dense_attention,
     )
     export_package(args.model, args.out, options)
     if extra:
@@ -168,6 +181,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from polyglot_onnx.quantize import quantize_package
     from polyglot_onnx.quantize.recipes import DEFAULT_VARIANTS
 
+    if args.canary_only:
+        return cmd_canary_only(args)
     manifest = quantize_package(args.package, args.variants or list(DEFAULT_VARIANTS), _quantize_options(args))
     failed = [n for n, v in manifest.variants.items() if v.validation.get("drift", {}).get("passed") is False]
     if failed:
@@ -261,7 +276,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     emb = Embedder.load(args.package, provider=args.provider, variant=args.variant, threads=args.threads)
     texts = _texts(args)
     out = emb.encode(
-        texts, batch_size=args.batch_size, normalize=not args.no_normalize, pooling=args.pooling, output=args.output
+        texts, batch_size=args.batch_size, normalize=not args.no_normalize, pooling=args.pooling, output=args.output,
+        long_text=args.long_text, window_stride=args.window_stride,
     )
     label = {"token": "tokens", "word": "words"}.get(args.output)
     if args.json:
@@ -282,7 +298,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(args.package)
     if args.json:
-        print(json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False))
+        from polyglot_onnx.runtime.cpu import detect_cpu
+
+        print(json.dumps(manifest.to_dict() | {"this_machine": detect_cpu().to_dict()}, indent=2, ensure_ascii=False))
         return 0
     m = manifest.model
     print(f"{m.name}  ({m.architecture}, {m.num_layers} layers, hidden {m.hidden_size}, vocab {m.vocab_size})")
@@ -306,6 +324,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                   f"{drift['corpus']['languages']} languages): {'PASS' if drift['passed'] else 'FAIL'}, "
                   f"cos p5 {o['sentence_cosine_p5']:.5f}{fill}")
     print(f"  built with {', '.join(f'{k} {x}' for k, x in manifest.versions.items())}")
+    print("\n".join(machine_lines(manifest)))
     return 0
 
 
@@ -329,6 +348,9 @@ COMMANDS = {
     "info": cmd_info,
     "demo": cmd_demo,
     "bench": cmd_bench,
+    "serve": cmd_serve,
+    "embed-corpus": cmd_embed_corpus,
+    "verify": cmd_verify,
 }
 
 
@@ -345,12 +367,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.texts = list(args.texts) + extra
     warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    if args.command in ("fill-mask", "embed", "info") and stdout_problem():
+        print(f"polyglot-onnx: error: {stdout_problem()}", file=sys.stderr)
+        return EXIT_ERROR
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a broken pipe surfaces here, not in Python's exit-time flush
+        return code
     except PolyglotError as err:
         print(f"polyglot-onnx: error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    except (OSError, UnicodeDecodeError) as err:  # unreadable --file and the like
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as Unix tools do
+        return broken_pipe()
+    except (OSError, UnicodeError) as err:  # unreadable --file, unwritable stdout and the like
+        silence_stdout()
         print(f"polyglot-onnx: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -39,12 +39,28 @@ class ProviderError(PolyglotError):
     """The requested onnxruntime execution provider is not available."""
 
 
+class SelfCheckError(PolyglotError):
+    """A variant does not reproduce the package's stored canary references on this machine."""
+
+
+class NoCanaryError(SelfCheckError):
+    """The package has no canary references, so a self-check cannot measure anything."""
+
+
+class NonFiniteOutputError(PolyglotError):
+    """The graph produced NaN/Inf for an input: never returned, always raised (corrupt weights, overflow)."""
+
+
 class InputError(PolyglotError, ValueError):
     """The caller passed input the model cannot use (no mask token, empty list, ...)."""
 
 
 class DependencyError(PolyglotError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
+
+
+class JobError(PolyglotError):
+    """A corpus job cannot start or go on: its output belongs to another run, or a row is bad under --fail-on-error."""
 
 
 class BenchError(PolyglotError):

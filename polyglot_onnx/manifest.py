@@ -1,7 +1,9 @@
 """manifest.json: the only contract between export, quantize and the runtime.
 
 Light on purpose (json, hashlib, dataclasses): the runtime reads it without torch or onnx.
-Unknown keys are kept on round trips so a newer stage can add fields an older reader ignores.
+Reading is strict (manifest_schema): every field is type-checked, and keys this version does not know
+are additions by a newer writer of the same format version, ignored with a debug log (and not kept on
+round trips). A higher format_version is refused with the version that wrote it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.errors import PackageError
+from polyglot_onnx.manifest_schema import build, check_size, json_type, malformed, parse_limited
+from polyglot_onnx.package_files import PackageFile, check_file, path_problem, read_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -41,6 +46,7 @@ class ModelInfo:
     default_pooling: str
     has_mlm_head: bool
     local_window: int | None = None
+    local_attention: str | None = None  # "banded" or "dense" for models with local layers
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,9 @@ class FileEntry:
     path: str
     sha256: str
     size: int
+
+    def package_file(self, label: str) -> PackageFile:
+        return PackageFile(label, self.path, self.sha256, self.size)
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class Manifest:
     created: str
     format_version: int = FORMAT_VERSION
     tokenizer_sha256: str = ""
+    canary: FileEntry | None = None  # fp32 reference outputs for the deployment self-check (runtime/canary.py)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -98,33 +108,103 @@ class Manifest:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        try:
-            variants = {
-                name: Variant(
-                    name=v["name"],
-                    files=[FileEntry(**f) for f in v["files"]],
-                    op_counts=dict(v.get("op_counts", {})),
-                    validation=dict(v.get("validation", {})),
-                    extra=dict(v.get("extra", {})),
-                )
-                for name, v in data["variants"].items()
-            }
-            return cls(
-                model=ModelInfo(**data["model"]),
-                tokenizer=TokenizerInfo(**data["tokenizer"]),
-                inputs=list(data["inputs"]),
-                outputs=list(data["outputs"]),
-                variants=variants,
-                versions=dict(data["versions"]),
-                created=data["created"],
-                format_version=int(data.get("format_version", FORMAT_VERSION)),
-                tokenizer_sha256=data.get("tokenizer_sha256", ""),
-            )
-        except (KeyError, TypeError) as err:
-            raise PackageError(
-                f"manifest.json is malformed ({type(err).__name__}: {err}): re-export the package"
-            ) from err
+    def from_dict(cls, data: Any) -> Manifest:
+        """Every field type-checked (manifest_schema), then the values the runtime relies on."""
+        check_format_version(data)
+        manifest = build(cls, data, "manifest")
+        check_values(manifest)
+        return manifest
+
+    def package_files(self, variant: Variant) -> list[PackageFile]:
+        """Every file loading ``variant`` reads: its graph files, the tokenizer, the canary references."""
+        files = [entry.package_file(f"variants.{variant.name}.files[{i}]") for i, entry in enumerate(variant.files)]
+        files.append(PackageFile("tokenizer.file", self.tokenizer.file, self.tokenizer_sha256))
+        if self.canary is not None:
+            files.append(self.canary.package_file("canary"))
+        return files
+
+
+def check_format_version(data: Any) -> None:
+    """A newer format is refused by name before its structure is read: it may not be ours to parse."""
+    if not isinstance(data, dict):
+        raise PackageError(f"manifest.json holds {json_type(data)}, not an object: re-export the package")
+    version = data.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        versions = data.get("versions")
+        writer = versions.get("polyglot-onnx") if isinstance(versions, dict) else None
+        by = f"polyglot-onnx {writer}" if isinstance(writer, str) and len(writer) < 40 else "a newer polyglot-onnx"
+        raise PackageError(
+            f"manifest.json was written by {by} (format {version}); this polyglot-onnx {_own_version()} reads "
+            f"format {FORMAT_VERSION}: upgrade polyglot-onnx (pip install -U polyglot-onnx)"
+        )
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise PackageError(
+            f"manifest.json has format_version {_short(version)}, this polyglot-onnx reads {FORMAT_VERSION}: "
+            "re-export the package with this version"
+        )
+
+
+def _own_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("polyglot-onnx")
+    except PackageNotFoundError:
+        return "(source tree)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def check_values(m: Manifest) -> None:
+    """What types cannot say: non-empty lists, plain relative paths, hex digests, positive sizes."""
+    if not m.variants:
+        raise malformed("manifest.variants", "is empty")
+    for key, variant in m.variants.items():
+        where = f"manifest.variants.{key}"
+        if variant.name != key:
+            raise malformed(f"{where}.name", f"is {_short(variant.name)}, not {key!r}")
+        if not variant.files:
+            raise malformed(f"{where}.files", "is empty")
+        for i, entry in enumerate(variant.files):
+            _check_entry(entry, f"{where}.files[{i}]")
+    if m.canary is not None:
+        _check_entry(m.canary, "manifest.canary")
+    for name in ("inputs", "outputs"):
+        names = getattr(m, name)
+        if not names or len(set(names)) != len(names):
+            raise malformed(f"manifest.{name}", "must list each graph name once")
+    problem = path_problem(m.tokenizer.file)
+    if problem:
+        raise malformed("manifest.tokenizer.file", problem)
+    if m.tokenizer_sha256 and not SHA256_HEX.fullmatch(m.tokenizer_sha256):
+        raise malformed("manifest.tokenizer_sha256", "is not a sha256 hex digest")
+    positive = {
+        "model.hidden_size": m.model.hidden_size,
+        "model.vocab_size": m.model.vocab_size,
+        "model.max_length": m.model.max_length,
+        "tokenizer.max_length": m.tokenizer.max_length,
+    }
+    for where, value in positive.items():
+        if value < 1:
+            raise malformed(f"manifest.{where}", f"must be at least 1, not {value}")
+    if m.tokenizer.pad_token_id < 0 or (m.tokenizer.mask_token_id is not None and m.tokenizer.mask_token_id < 0):
+        raise malformed("manifest.tokenizer", "has a negative token id")
+
+
+def _check_entry(entry: FileEntry, where: str) -> None:
+    problem = path_problem(entry.path)
+    if problem:
+        raise malformed(f"{where}.path", f"({_short(entry.path)}) {problem}")
+    if entry.sha256 and not SHA256_HEX.fullmatch(entry.sha256):
+        raise malformed(f"{where}.sha256", "is not a sha256 hex digest")
+    if entry.size < 0:
+        raise malformed(f"{where}.size", "is negative")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -141,29 +221,19 @@ def file_entry(directory: Path, relative: str) -> FileEntry:
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
-    """Read and structurally check a package's manifest."""
+    """Read and validate a package's manifest: confined, size- and depth-limited, strictly typed."""
     root = Path(directory)
     if not root.is_dir():
         raise PackageError(f"{root} is not a directory: pass a package made by 'polyglot-onnx export'")
-    path = root / MANIFEST_NAME
-    if not path.is_file():
+    if not (root / MANIFEST_NAME).is_file() and not (root / MANIFEST_NAME).is_symlink():
         raise PackageError(
             f"{root} is not a polyglot-onnx package (no {MANIFEST_NAME}): "
             "create one with 'polyglot-onnx export MODEL --out DIR'"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PackageError(f"{path} is not valid JSON ({err}): re-export the package") from err
-    if not isinstance(data, dict):
-        raise PackageError(f"{path} does not hold a JSON object: re-export the package")
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise PackageError(
-            f"{path} has format_version {version!r}, this polyglot-onnx reads {FORMAT_VERSION}: "
-            "re-export the package with this version"
-        )
-    return Manifest.from_dict(data)
+    entry = PackageFile(MANIFEST_NAME, MANIFEST_NAME)
+    path = check_file(root, entry, verify=False)
+    check_size(path.stat().st_size, MANIFEST_NAME)  # before reading it
+    return Manifest.from_dict(parse_limited(read_file(root, entry, verify=False), MANIFEST_NAME))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -180,19 +250,6 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 
 
 def verify_files(directory: Path, entries: list[FileEntry]) -> None:
-    """Check each listed file exists with the recorded size and sha256."""
+    """Check each listed file is inside the package, regular, and has the recorded size and sha256."""
     for entry in entries:
-        path = directory / entry.path
-        if not path.is_file():
-            raise PackageError(f"package file {entry.path} is missing from {directory}: re-export the package")
-        size = path.stat().st_size
-        if size != entry.size:
-            raise PackageError(
-                f"package file {entry.path} is {size} bytes, the manifest says {entry.size}: "
-                "the file is truncated or replaced; re-export or re-download the package"
-            )
-        if sha256_file(path) != entry.sha256:
-            raise PackageError(
-                f"package file {entry.path} does not match its sha256 in manifest.json: "
-                "the file is corrupt or was replaced; re-export or re-download the package"
-            )
+        check_file(directory, entry.package_file(entry.path), verify=True)

@@ -17,6 +17,7 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError, ModelNotFoundError
+from polyglot_onnx.gates import DEFAULT_GATES, gate_for  # noqa: F401 - re-exported: the gate table is plain data
 from polyglot_onnx.progress import Progress
 from polyglot_onnx.quantize.corpus import Corpus, load_corpus
 from polyglot_onnx.quantize.localize import SQNR_FLOOR_DB, localize
@@ -25,28 +26,6 @@ from polyglot_onnx.runtime.embedder import POOLING_OUTPUTS
 from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
 
 REFERENCES = ("fp32", "torch")
-
-# Default gates per variant (README "Drift gates"); every language must pass, not just the mean.
-DEFAULT_GATES: dict[str, dict[str, float]] = {
-    "fp32": {"sentence_cosine_min": 0.9999, "top1_agreement": 0.99, "kl_mean": 1e-4, "nonfinite": 0},
-    "fp16": {"sentence_cosine_min": 0.999, "top1_agreement": 0.95, "kl_mean": 0.005, "nonfinite": 0},
-    "int8": {
-        "sentence_cosine_p5": 0.98,
-        "sentence_cosine_min": 0.95,
-        "top1_agreement": 0.80,
-        "top5_overlap": 0.70,
-        "kl_mean": 0.10,
-        "nonfinite": 0,
-    },
-}
-DEFAULT_GATES["int8-static"] = DEFAULT_GATES["int8"]
-DEFAULT_GATES["int8-mixed"] = DEFAULT_GATES["int8"]
-
-
-def gate_for(variant: str, overrides: dict[str, float] | None = None) -> dict[str, float]:
-    base = dict(DEFAULT_GATES.get(variant, DEFAULT_GATES["int8"]))
-    return base | (overrides or {})
-
 
 def check_thresholds(overrides: dict[str, float]) -> None:
     """Thresholds out of range are refused before any work starts."""
@@ -250,6 +229,7 @@ class DriftReport:
     corpus: dict[str, Any]
     variants: dict[str, dict[str, Any]]
     checked: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    machine: dict[str, Any] = field(default_factory=dict)  # CPU int8 kernel class, onnxruntime, provider
 
     @property
     def passed(self) -> bool:
@@ -265,6 +245,7 @@ class DriftReport:
             "reference": self.reference,
             "corpus": self.corpus,
             "checked": self.checked,
+            "machine": self.machine,
             "passed": self.passed,
             "variants": self.variants,
         }
@@ -341,7 +322,9 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
             for failure in failures[:5]:
                 progress.info(failure_line(failure))
             progress.info(f"{name}: {'PASS' if not failures else f'FAIL ({len(failures)} checks)'}")
-    return DriftReport(str(root), options.reference, info, results)
+    from polyglot_onnx.runtime.cpu import machine_block
+
+    return DriftReport(str(root), options.reference, info, results, machine=machine_block(ref_engine.provider))
 
 
 def record(directory: str | Path, report: DriftReport) -> mf.Manifest:
@@ -354,6 +337,7 @@ def record(directory: str | Path, report: DriftReport) -> mf.Manifest:
             "reference": report.reference,
             "corpus": report.corpus,
             "checked": report.checked,
+            "machine": report.machine,
             "passed": result["passed"],
             "gate": result["gate"],
             "overall": result["overall"],

@@ -1,8 +1,10 @@
-"""INT8 graphs for CPU: dynamic (default) or static QDQ MatMuls, plus the int8 embedding table.
+"""INT8 graphs for CPU: per-row MatMuls (default), onnxruntime's dynamic or static QDQ, plus the
+int8 embedding table.
 
-onnxruntime's quantizer is called with the operator list spelled out: its default list rewrites
-the ONNX Attention op into a com.microsoft QAttention that rejects Attention-23's attributes, and
-it would quantize the embedding Gather with one per-tensor scale.
+The default (``rowwise.py``) is batch-invariant and cannot saturate on AVX2-only CPUs. The other
+two go through onnxruntime's quantizer, called with the operator list spelled out: its default
+list rewrites the ONNX Attention op into a com.microsoft QAttention that rejects Attention-23's
+attributes, and it would quantize the embedding Gather with one per-tensor scale.
 """
 
 from __future__ import annotations
@@ -77,8 +79,23 @@ def _run_quantizer(fn: Any, model: Any, **kwargs: Any) -> Any:
     return quantized
 
 
+def quantize_rowwise_int8(model: Any, options: Int8Options) -> tuple[Any, dict[str, Any]]:
+    """The default: 7-bit per-channel weights, int8 activations with one scale per row (token)."""
+    from polyglot_onnx.quantize.rowwise import QuantizeMatMulsPerRow
+
+    embedding = _embedding(model, options)
+    report = QuantizeMatMulsPerRow(keep=options.keep_fp32).apply(model)
+    del model.graph.value_info[:]
+    return model, {"method": "rowwise", "options": options.describe(), "matmuls": asdict(report),
+                   "embedding": embedding}
+
+
 def quantize_dynamic_int8(model: Any, options: Int8Options) -> tuple[Any, dict[str, Any]]:
-    """Dynamic int8: s8 weights, u8 activations quantized per batch at run time (no calibration)."""
+    """onnxruntime's dynamic int8: s8 weights, u8 activations with ONE scale per call (per batch).
+
+    Not batch-invariant, and with 8-bit weights it saturates on AVX2-only CPUs: kept as an opt-in
+    recipe for comparison (``int8-dynamic``).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     embedding = _embedding(model, options)

@@ -7,18 +7,7 @@ from typing import Any
 
 import numpy as np
 
-# Gate direction per metric: "min" -> the value must be >= the threshold, "max" -> <= it.
-DIRECTIONS: dict[str, str] = {
-    "sentence_cosine_mean": "min",
-    "sentence_cosine_p5": "min",
-    "sentence_cosine_min": "min",
-    "token_max_abs": "max",
-    "token_rel_error": "max",
-    "top1_agreement": "min",
-    "top5_overlap": "min",
-    "kl_mean": "max",
-    "nonfinite": "max",
-}
+from polyglot_onnx.gates import DIRECTIONS  # noqa: F401 - re-exported for the drift checker
 
 
 @dataclass(frozen=True)

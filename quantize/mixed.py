@@ -1,8 +1,8 @@
 """Drift-guided mixed precision: keep the most sensitive MatMuls in fp32 until a drift budget holds.
 
 Sensitivity is measured end to end, not guessed: each candidate (every weight MatMul, and the
-int8 embedding table) is emulated alone in int8 inside the fp32 graph (DynamicQuantizeLinear ->
-DequantizeLinear on its input, rounded weights; one graph with a run-time switch per candidate),
+int8 embedding table) is emulated alone in int8 inside the fp32 graph (the per-row quantize ->
+dequantize round trip on its input, rounded 7-bit weights; one graph with a run-time switch per candidate),
 and the drift it causes on the corpus is measured.
 The candidates are then kept in fp32 in that order and the real int8 graph is rebuilt and its drift
 (mean relative error of the token embeddings against fp32) measured, doubling then bisecting the
@@ -27,7 +27,8 @@ from polyglot_onnx.quantize.graphs import (
     load_model,
     weight_matmuls,
 )
-from polyglot_onnx.quantize.int8 import quantize_dynamic_int8
+from polyglot_onnx.quantize.int8 import quantize_rowwise_int8
+from polyglot_onnx.quantize.rowwise import quantize_weight, row_constants
 
 
 def _tokens(session: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
@@ -53,20 +54,20 @@ def token_drift(reference: list[np.ndarray], candidate: list[np.ndarray]) -> flo
 EMBEDDING = "<embedding table>"  # the tied lookup + head table, a candidate like any MatMul
 
 
-def _fake_weight(w: np.ndarray, per_channel: bool) -> np.ndarray:
-    wmax = np.abs(w).max(axis=0, keepdims=True) if per_channel else np.abs(w).max()
-    wscale = np.where(wmax == 0, 1.0, wmax / 127.0)
-    return (np.clip(np.round(w / wscale), -127, 127) * wscale).astype(np.float32)
+def _fake_weight(w: np.ndarray) -> np.ndarray:
+    """The rounded weight the per-row recipe stores (7-bit, per output channel), in fp32."""
+    q, scale = quantize_weight(w)
+    return (q.astype(np.float32) * scale).astype(np.float32)
 
 
 SWITCH = "mixed_precision_switch"  # graph input: one float per candidate, 1 = emulate it in int8
 
 
-def switched_emulation(fp32: Any, candidates: list[str], per_channel: bool, block: int) -> Any:
+def switched_emulation(fp32: Any, candidates: list[str], block: int) -> Any:
     """One fp32 graph in which any single candidate can be switched to emulated int8 at run time.
 
-    MatMul: its input becomes x + s * (DequantizeLinear(DynamicQuantizeLinear(x)) - x), the u8
-    per-batch round trip onnxruntime's dynamic kernels apply, and its weight W + s * (round8(W) - W);
+    MatMul: its input becomes x + s * (rowq(x) - x), the per-row int8 round trip of the default
+    recipe (rowwise.py), and its weight W + s * (round7(W) - W);
     the embedding lookup adds s * (round8(table) - table)[ids]. With the switch vector fed one-hot,
     one session measures every candidate: no graph copy or session per candidate (which cost
     ~15 s each on mBERT and would take most of an hour on mmBERT-base).
@@ -84,7 +85,7 @@ def switched_emulation(fp32: Any, candidates: list[str], per_channel: bool, bloc
     inits = {i.name: i for i in model.graph.initializer}
     model.graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [len(candidates)]))
     nodes = list(model.graph.node)
-    extra_inits = []
+    extra_inits = row_constants()
 
     def switch(k: int, tag: str) -> tuple[list[Any], str]:
         index = f"{tag}.switch_index"
@@ -115,13 +116,19 @@ def switched_emulation(fp32: Any, candidates: list[str], per_channel: bool, bloc
         node = next(n for n in nodes if n.name == name)
         x, w_name = node.input[0], node.input[1]
         weight = numpy_helper.to_array(inits[w_name])
-        extra_inits.append(numpy_helper.from_array(_fake_weight(weight, per_channel) - weight, f"{name}.wdelta"))
+        extra_inits.append(numpy_helper.from_array(_fake_weight(weight) - weight, f"{name}.wdelta"))
         sw, s = switch(k, name)
-        q = [f"{name}.{part}" for part in ("q", "s", "z", "dq", "dx")]
-        act = [
-            helper.make_node("DynamicQuantizeLinear", [x], q[:3], name=f"{name}.dql"),
-            helper.make_node("DequantizeLinear", q[:3], [q[3]], name=f"{name}.dq"),
-            helper.make_node("Sub", [q[3], x], [q[4]], name=f"{name}.dx"),
+        q = [f"{name}.{part}" for part in ("abs", "max", "s0", "s", "unit", "q", "dq", "back", "dx")]
+        act = [  # the per-row round trip of rowwise.py, in fp32
+            helper.make_node("Abs", [x], [q[0]], name=q[0]),
+            helper.make_node("ReduceMax", [q[0], "rowq.last_axis"], [q[1]], name=q[1], keepdims=1),
+            helper.make_node("Mul", [q[1], "rowq.inv_levels"], [q[2]], name=q[2]),
+            helper.make_node("Max", [q[2], "rowq.tiny"], [q[3]], name=q[3]),
+            helper.make_node("Div", [x, q[3]], [q[4]], name=q[4]),
+            helper.make_node("QuantizeLinear", [q[4], "rowq.one", "rowq.zero_point"], [q[5]], name=q[5]),
+            helper.make_node("DequantizeLinear", [q[5], "rowq.one", "rowq.zero_point"], [q[6]], name=q[6]),
+            helper.make_node("Mul", [q[6], q[3]], [q[7]], name=q[7]),
+            helper.make_node("Sub", [q[7], x], [q[8]], name=q[8]),
         ]
         mix_x, new_x = blend(x, q[4], s, f"{name}.x")
         mix_w, new_w = blend(w_name, f"{name}.wdelta", s, f"{name}.w")
@@ -151,7 +158,7 @@ def sensitivities(
     if int8.embedding_block:
         candidates.append(EMBEDDING)
     index = {n.name: layer_index(n) for n in fp32.graph.node}
-    session = cpu_session(switched_emulation(fp32, candidates, int8.per_channel, int8.embedding_block), threads)
+    session = cpu_session(switched_emulation(fp32, candidates, int8.embedding_block), threads)
     ranked = []
     for k, name in enumerate(candidates):
         one_hot = np.zeros(len(candidates), dtype=np.float32)
@@ -202,7 +209,7 @@ def mixed_precision_int8(root: Path, manifest: mf.Manifest, options: Any, progre
 
     def build(k: int) -> tuple[Any, float]:
         if k not in cache:
-            model, _ = quantize_dynamic_int8(load_model(fp32_path), _options_keeping(options.int8, order[:k]))
+            model, _ = quantize_rowwise_int8(load_model(fp32_path), _options_keeping(options.int8, order[:k]))
             drift = token_drift(reference, _tokens(cpu_session(model, options.threads), feeds))
             progress.info(f"{k:>3} of {len(order)} kept in fp32 -> drift {drift:.3g} (budget {budget:.3g})")
             cache[k] = (model, drift)

@@ -26,6 +26,7 @@ from polyglot_onnx.quantize.feeds import corpus_feeds, cpu_session
 from polyglot_onnx.quantize.graphs import fused_counts, load_model
 from polyglot_onnx.quantize.int8 import Int8Options
 from polyglot_onnx.quantize.recipes import RECIPES, BuildInputs, Recipe, parse_variants
+from polyglot_onnx.quantize.saturation import check_graph
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,18 @@ class QuantizeOptions:
     max_drift: float | None = None  # int8 only: keep sensitive MatMuls in fp32 until this holds
     threads: int | None = None
     show_progress: bool = True
+    canary: bool = True  # add the fp32 canary references for 'polyglot-onnx verify' if the package lacks them
+
+
+def ensure_canary(root: Path, manifest: mf.Manifest, refresh: bool = False) -> mf.Manifest:
+    """The fp32 graph's outputs on the canary texts, added when missing (older packages) or when asked."""
+    if manifest.canary is not None and not refresh:
+        return manifest
+    if "fp32" not in manifest.variants:
+        raise PackageError("the package has no fp32 variant to make canary references from: re-export it")
+    from polyglot_onnx.runtime.canary import write_canary
+
+    return write_canary(root)
 
 
 def _calibration(root: Path, manifest: mf.Manifest, corpus: str | None) -> list[dict[str, Any]]:
@@ -128,8 +141,12 @@ def quantize_package(
     _check_request(manifest, names, options.overwrite)
     if options.corpus is not None:
         load_corpus(options.corpus)  # bad corpus files fail before any work
-    steps = len(names) + (1 if options.drift else 0)
+    canary = options.canary and manifest.canary is None
+    steps = len(names) + (1 if options.drift else 0) + int(canary)
     progress = Progress(total=steps, enabled=options.show_progress)
+    if canary:
+        with progress.step("canary references (fp32 outputs for 'polyglot-onnx verify')"):
+            manifest = ensure_canary(root, manifest)
     inputs = BuildInputs(options.int8, lambda: _calibration(root, manifest, options.corpus))
     for name in names:
         recipe = RECIPES[name]
@@ -140,7 +157,13 @@ def quantize_package(
                 model, details = mixed_precision_int8(root, manifest, options, progress)
             else:
                 model, details = _build(root, manifest, recipe, inputs)
-            manifest = write_variant(root, name, recipe.graph_file, model, details | {"provider": recipe.provider, "recipe_revision": recipe.revision})
+            details |= {
+                "provider": recipe.provider,
+                "recipe_revision": recipe.revision,
+                "batch_invariant": recipe.batch_invariant,
+                "avx2_saturation": check_graph(model).as_dict(),
+            }
+            manifest = write_variant(root, name, recipe.graph_file, model, details)
             del model
             progress.info(
                 f"{recipe.graph_file}: {manifest.variants[name].total_size / 1e6:.1f} MB "

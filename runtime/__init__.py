@@ -4,6 +4,6 @@ It reads a package directory and imports neither the export nor the quantize sta
 """
 
 from polyglot_onnx.runtime.embedder import Embedder, TokenEmbeddings, WordEmbeddings
-from polyglot_onnx.runtime.fill_mask import FillMask
+from polyglot_onnx.runtime.fill_mask import FillMask, FillMaskLimits
 
-__all__ = ["Embedder", "FillMask", "TokenEmbeddings", "WordEmbeddings"]
+__all__ = ["Embedder", "FillMask", "FillMaskLimits", "TokenEmbeddings", "WordEmbeddings"]

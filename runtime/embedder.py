@@ -11,7 +11,8 @@ import numpy as np
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError
 from polyglot_onnx.runtime.engine import EngineClient
-from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches
+from polyglot_onnx.runtime.long_text import check_mode, run_windowed
+from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches, pad_ids
 
 POOLING_OUTPUTS: dict[str, str] = {"mean": mf.SENTENCE_EMBEDDING, "cls": mf.CLS_EMBEDDING}
 OUTPUT_KINDS = ("sentence", "token", "word")
@@ -54,21 +55,31 @@ class Embedder(EngineClient):
         normalize: bool = True,
         pooling: str | None = None,
         output: str = "sentence",
+        long_text: str = "truncate",
+        window_stride: int | None = None,
     ) -> Any:
-        """'sentence' -> float32 [n, hidden]; 'token' / 'word' -> one record per text, in input order."""
+        """'sentence' -> float32 [n, hidden]; 'token' / 'word' -> one record per text, in input order.
+
+        ``long_text``: 'truncate' cuts a text at the model maximum (TruncationWarning); 'window' embeds
+        it whole, as overlapping windows ``window_stride`` tokens apart (default half a window).
+        """
         items, _ = as_text_list(texts)
         pooling = pooling or self.engine.manifest.model.default_pooling
         if pooling not in POOLING_OUTPUTS:
             raise InputError(f"unknown pooling {pooling!r}: choose {' or '.join(POOLING_OUTPUTS)}")
         if output not in OUTPUT_KINDS:
             raise InputError(f"unknown output {output!r}: choose {', '.join(OUTPUT_KINDS)}")
-        encodings = self.engine.text.encode(items)
+        check_mode(long_text)
+        encodings = self.engine.text.encode(items, truncating=long_text == "truncate")
+        if long_text == "window" and any(e.overflowing for e in encodings):
+            return self._encode_windowed(items, encodings, batch_size, normalize, pooling, output, window_stride)
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size)
         if output == "sentence":
             out = np.empty((len(items), self.dimension), dtype=np.float32)
             for batch in batches:
                 ids, attn = self.engine.text.pad([encodings[i] for i in batch])
                 (vectors,) = self.engine.run([POOLING_OUTPUTS[pooling]], ids, attn)
+                self.engine.ensure_finite(vectors, batch)
                 out[batch] = vectors
             return _normalized(out) if normalize else out
         records: list[Any] = [None] * len(items)
@@ -77,11 +88,56 @@ class Embedder(EngineClient):
             (hidden,) = self.engine.run([mf.TOKEN_EMBEDDINGS], ids, attn)
             for row, i in enumerate(batch):
                 vectors = hidden[row, : len(encodings[i].ids)]
+                self.engine.ensure_finite(vectors, [i] * len(vectors))
                 record = _tokens(encodings[i], vectors) if output == "token" else _words(items[i], encodings[i], vectors)
                 if normalize:
                     record = replace(record, embeddings=_normalized(record.embeddings))
                 records[i] = record
         return records
+
+    def _encode_windowed(
+        self, items: list[str], encodings: list[Any], batch_size: int, normalize: bool, pooling: str, output: str,
+        stride: int | None,
+    ) -> Any:
+        """Long texts as overlapping windows merged back token by token (runtime/long_text.py)."""
+        docs, pooled, hidden = run_windowed(
+            self.engine, encodings, batch_size, POOLING_OUTPUTS[pooling], stride, all_tokens=output != "sentence"
+        )
+        if output == "sentence":
+            out = np.stack(pooled).astype(np.float32)
+            return _normalized(out) if normalize else out
+        records: list[Any] = []
+        for text, doc, vectors in zip(items, docs, hidden):
+            record = _tokens(doc, vectors) if output == "token" else _words(text, doc, vectors)
+            records.append(replace(record, embeddings=_normalized(record.embeddings)) if normalize else record)
+        return records
+
+    def encode_ids(self, rows: Sequence[Sequence[int]], pooling: str | None = None, output: str = "sentence") -> Any:
+        """One padded batch of token-id rows, in the given order, unnormalized.
+
+        For callers that tokenize and batch on their own (a server merging requests under a token
+        budget): rows are model input ids with special tokens, as ``engine.text.encode`` makes them.
+        'sentence' -> float32 [n, hidden]; 'token' -> one float32 [len_i, hidden] array per row.
+        """
+        pooling = pooling or self.engine.manifest.model.default_pooling
+        if pooling not in POOLING_OUTPUTS:
+            raise InputError(f"unknown pooling {pooling!r}: choose {' or '.join(POOLING_OUTPUTS)}")
+        if output not in ("sentence", "token"):
+            raise InputError(f"encode_ids output must be 'sentence' or 'token', not {output!r}")
+        if not rows or any(not row for row in rows):
+            raise InputError("encode_ids needs at least one row, and no empty row")
+        vocab = self.engine.text.tokenizer.get_vocab_size(with_added_tokens=True)
+        if any(not 0 <= int(t) < vocab for row in rows for t in row):
+            raise InputError(f"token ids must lie in [0, {vocab}): pass ids made by this package's tokenizer")
+        ids, attn = pad_ids(rows, self.engine.manifest.tokenizer.pad_token_id, self.engine.text.pad_to_multiple)
+        if output == "sentence":
+            (vectors,) = self.engine.run([POOLING_OUTPUTS[pooling]], ids, attn)
+            self.engine.ensure_finite(vectors, range(len(rows)))
+            return vectors
+        (hidden,) = self.engine.run([mf.TOKEN_EMBEDDINGS], ids, attn)
+        for row, r in enumerate(rows):
+            self.engine.ensure_finite(hidden[row, : len(r)], [row] * len(r))
+        return [np.array(hidden[row, : len(r)]) for row, r in enumerate(rows)]
 
 
 def _tokens(encoding: Any, vectors: np.ndarray) -> TokenEmbeddings:

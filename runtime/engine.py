@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx import manifest as mf
-from polyglot_onnx.errors import PolyglotError, first_line
+from polyglot_onnx.errors import NonFiniteOutputError, PackageError, PolyglotError, first_line
+from polyglot_onnx.runtime.cpu import detect_cpu, warn_if_foreign_evidence
 from polyglot_onnx.runtime.package import OpenedPackage, open_package
-from polyglot_onnx.runtime.providers import create_session, resolve_provider
+from polyglot_onnx.runtime.providers import cap_threads, create_session, resolve_provider
 from polyglot_onnx.runtime.text import TextEncoder
 
 # Batch width rounded up per provider (padding is masked out, so results do not change).
@@ -83,7 +85,30 @@ class Engine:
             "has_mlm_head": m.model.has_mlm_head,
             "validation": {k: v for k, v in self.package.variant.validation.items() if k != "drift"},
             "drift": drift_summary(self.package.variant),
+            "batch_invariant": batch_invariant(self.package.variant),
+            "cpu": detect_cpu().to_dict(),
+            "canary": self.manifest.canary is not None,
+            "verified": self.package.verified,  # False: loaded with verify=False, files not hashed
         }
+
+    def ensure_finite(self, values: np.ndarray, inputs: Sequence[int]) -> None:
+        """Never return NaN/Inf: ``values[k]`` belongs to input ``inputs[k]``; the first bad one is named."""
+        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if finite.all():
+            return
+        first = min(int(inputs[k]) for k in np.flatnonzero(~finite))
+        raise NonFiniteOutputError(
+            f"package {self.package.root} (variant {self.variant}) returned NaN/Inf for input {first}: its "
+            "weights are corrupt or the variant overflows; re-export the package or try variant='fp32'"
+        )
+
+
+def batch_invariant(variant: mf.Variant) -> bool:
+    """Whether a text's result is independent of its batch: recorded by quantize since recipe
+    revision 3; unquantized graphs are; an older quantized variant is assumed not to be."""
+    if "batch_invariant" in variant.extra:
+        return bool(variant.extra["batch_invariant"])
+    return variant.name in ("fp32", "fp16")
 
 
 def drift_summary(variant: mf.Variant) -> dict[str, Any] | None:
@@ -91,7 +116,7 @@ def drift_summary(variant: mf.Variant) -> dict[str, Any] | None:
     drift = variant.validation.get("drift")
     if not drift:
         return None
-    keys = ("reference", "corpus", "passed", "overall", "failures", "checked")
+    keys = ("reference", "corpus", "passed", "overall", "failures", "checked", "machine")
     return {k: drift[k] for k in keys if k in drift}
 
 
@@ -103,6 +128,36 @@ def _graph_vocab(session: Any, package: OpenedPackage) -> int:
     return package.manifest.model.vocab_size
 
 
+def check_interface(session: Any, package: OpenedPackage) -> None:
+    """The graph's inputs and outputs are the manifest's, and include what the runtime feeds and reads."""
+    m = package.manifest
+    needed_in = [mf.INPUT_IDS, mf.ATTENTION_MASK] + ([mf.MASK_POSITIONS] if m.model.has_mlm_head else [])
+    needed_out = [mf.TOKEN_EMBEDDINGS, mf.SENTENCE_EMBEDDING, mf.CLS_EMBEDDING]
+    needed_out += [mf.MASK_LOGITS] if m.model.has_mlm_head else []
+    sides = {
+        "inputs": ([i.name for i in session.get_inputs()], m.inputs, needed_in),
+        "outputs": ([o.name for o in session.get_outputs()], m.outputs, needed_out),
+    }
+    for side, (graph, declared, needed) in sides.items():
+        missing = [n for n in declared if n not in graph]
+        extra = [n for n in graph if n not in declared]
+        unusable = [n for n in needed if n not in declared]
+        if missing or extra or unusable:
+            detail = "; ".join(
+                f"{what}: {', '.join(names)}"
+                for what, names in (
+                    ("missing from the graph", missing),
+                    ("not in the manifest", extra),
+                    ("needed by the runtime but not declared", unusable),
+                )
+                if names
+            )
+            raise PackageError(
+                f"graph {package.variant.graph_file} does not match manifest.json {side} ({detail}): "
+                "the graph or the manifest was replaced; re-export the package"
+            )
+
+
 def load_engine(
     directory: str | os.PathLike[str],
     provider: str = "auto",
@@ -110,12 +165,16 @@ def load_engine(
     threads: int | None = None,
     verify: bool = True,
     refuse_unfit: bool = True,
+    warn_evidence: bool = True,
 ) -> Engine:
     """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks)."""
     choice = resolve_provider(provider)
     package = open_package(Path(directory), variant, choice.name, verify=verify, refuse_unfit=refuse_unfit)
-    session = create_session(str(package.graph_path), choice, threads)
-    text = TextEncoder(package.tokenizer_path, package.manifest.tokenizer, _graph_vocab(session, package))
+    if warn_evidence and choice.name == "cpu":
+        warn_if_foreign_evidence(package.root, package.variant.name, package.variant.validation.get("drift"))
+    session = create_session(str(package.graph_path), choice, cap_threads(threads))
+    check_interface(session, package)
+    text = TextEncoder(package.tokenizer_json, package.manifest.tokenizer, _graph_vocab(session, package))
     text.pad_to_multiple = PAD_MULTIPLE.get(choice.name, 1)
     return Engine(package=package, session=session, text=text)
 
@@ -134,9 +193,20 @@ class EngineClient:
         variant: str = "auto",
         threads: int | None = None,
         verify: bool = True,
+        self_check: bool = False,
+        **options: Any,
     ) -> Any:
-        """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks)."""
-        return cls(load_engine(directory, provider, variant, threads, verify))
+        """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks).
+
+        ``self_check`` re-runs the variant on the package's canary texts and raises SelfCheckError if it
+        misses its drift gate on this machine; with variant="auto" the next variant that passes is used.
+        ``options`` go to the class (FillMask: ``limits=FillMaskLimits(...)``).
+        """
+        if self_check:
+            from polyglot_onnx.runtime.selfcheck import load_checked
+
+            return cls(load_checked(directory, provider, variant, threads, verify), **options)
+        return cls(load_engine(directory, provider, variant, threads, verify), **options)
 
     @property
     def provider(self) -> str:

@@ -1,4 +1,10 @@
-"""Open a package directory: manifest, integrity, variant choice."""
+"""Open a package directory: manifest, confinement, integrity, variant choice.
+
+Every file loading reads is listed by ``Manifest.package_files`` and opened through
+``polyglot_onnx.package_files`` (confined to the directory, hashed under verify); the graph's own
+external-data references are read from its bytes and must be files the variant lists, before
+onnxruntime is handed the graph.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polyglot_onnx.errors import InputError, PackageError
-from polyglot_onnx.manifest import (
-    Manifest,
-    Variant,
-    read_manifest,
-    sha256_file,
-    verify_files,
-)
+from polyglot_onnx.manifest import FileEntry, Manifest, Variant, read_manifest
+from polyglot_onnx.package_files import check_file, confined_path, path_problem, read_file
+from polyglot_onnx.runtime.graph_refs import graph_refs
 
 log = logging.getLogger("polyglot_onnx")
 
@@ -31,14 +33,13 @@ class OpenedPackage:
     root: Path
     manifest: Manifest
     variant: Variant
+    graph_path: Path  # confined (symlinks resolved) and, when verified, hashed
+    tokenizer_json: bytes  # read once: the bytes hashed are the bytes parsed
+    verified: bool  # False only when the caller passed verify=False
 
-    @property
-    def graph_path(self) -> Path:
-        return self.root / self.variant.graph_file
-
-    @property
-    def tokenizer_path(self) -> Path:
-        return self.root / self.manifest.tokenizer.file
+    def read_bytes(self, entry: FileEntry, label: str) -> bytes:
+        """Another package file (e.g. the canary references), confined and checked like the rest."""
+        return read_file(self.root, entry.package_file(label), self.verified)
 
 
 def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unfit: bool = True) -> Variant:
@@ -65,18 +66,35 @@ def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unf
 def open_package(
     directory: str | Path, variant: str, provider: str, verify: bool = True, refuse_unfit: bool = True
 ) -> OpenedPackage:
-    """Read the manifest, pick the variant and check every file it needs against its sha256."""
+    """Read the manifest, pick the variant, and confine (always) and verify (unless told not to) its files."""
     root = Path(directory).expanduser()
     manifest = read_manifest(root)
     chosen = choose_variant(manifest, variant, provider, refuse_unfit)
-    tokenizer = root / manifest.tokenizer.file
-    if not tokenizer.is_file():
-        raise PackageError(f"{manifest.tokenizer.file} is missing from {root}: re-export the package")
-    if verify:
-        verify_files(root, chosen.files)
-        if manifest.tokenizer_sha256 and sha256_file(tokenizer) != manifest.tokenizer_sha256:
+    tokenizer_json = b""
+    for entry in manifest.package_files(chosen):
+        if entry.label == "tokenizer.file":
+            tokenizer_json = read_file(root, entry, verify)
+        else:
+            check_file(root, entry, verify)
+    graph = confined_path(root, chosen.graph_file, f"variants.{chosen.name}.files[0]")
+    check_graph_refs(root, chosen, graph)
+    return OpenedPackage(root, manifest, chosen, graph, tokenizer_json, verify)
+
+
+def check_graph_refs(root: Path, variant: Variant, graph: Path) -> None:
+    """The graph may make onnxruntime open only files its variant lists (already confined and checked)."""
+    label = f"variants.{variant.name}.files[0] ({variant.graph_file})"
+    refs = graph_refs(graph, label)
+    if refs.file_ops:
+        raise PackageError(
+            f"graph {label} has {', '.join(sorted(refs.file_ops))} nodes, which make onnxruntime open files "
+            "the manifest does not list: re-export the package"
+        )
+    listed = {confined_path(root, f.path, "") for f in variant.files[1:]}
+    for location in refs.locations:
+        inside = path_problem(location) is None and (graph.parent / location).resolve() in listed
+        if not inside:
             raise PackageError(
-                f"{manifest.tokenizer.file} does not match its sha256 in manifest.json: the tokenizer was "
-                "replaced; restore it or re-export the package"
+                f"graph {label} reads external data from {location[:80]!r}, which is not one of the files "
+                f"variants.{variant.name}.files lists: re-export the package"
             )
-    return OpenedPackage(root=root, manifest=manifest, variant=chosen)

@@ -6,9 +6,13 @@ falls back to CPU silently (onnxruntime itself would, so the session's providers
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 from polyglot_onnx.errors import InputError, PackageError, ProviderError, first_line
+
+log = logging.getLogger("polyglot_onnx")
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -59,6 +63,27 @@ def preload_cuda_libraries() -> None:
             preload()
         except Exception:  # noqa: BLE001 - system libraries may still satisfy the provider
             pass
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), else os.cpu_count()."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_threads(threads: int | None) -> int | None:
+    """None or 0: onnxruntime's default. More threads than CPUs only thrash, so they are capped, with a warning."""
+    if threads is None:
+        return None
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise InputError(f"threads must be a non-negative integer (0 or None: onnxruntime's default), got {threads!r}")
+    cpus = available_cpus()
+    if threads > cpus:
+        log.warning("threads=%d is more than the %d CPUs this process may use: using %d", threads, cpus, cpus)
+        return cpus
+    return threads or None
 
 
 def create_session(path: str, choice: ProviderChoice, threads: int | None = None) -> object:

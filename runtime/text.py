@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,34 +12,73 @@ import numpy as np
 from polyglot_onnx.errors import InputError, PackageError, TruncationWarning
 from polyglot_onnx.manifest import TokenizerInfo
 
+log = logging.getLogger("polyglot_onnx")
+
+# Per-call bounds (README "Limits"): larger corpora are streamed in chunks (jobs/ does).
+MAX_TEXTS = 100_000
+MAX_BATCH_SIZE = 65_536
+# Each batch also stays under this many padded tokens (rows x longest), whatever batch_size says:
+# 32 rows at mmBERT's 8,192 maximum, so the default batch_size never splits.
+MAX_BATCH_TOKENS = 32 * 8192
+
+
+def lone_surrogate(text: str) -> tuple[int, int] | None:
+    """(position, code point) of the first lone surrogate, which tokenizers cannot take; else None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start, ord(text[err.start])
+    return None
+
+
+def check_unicode(texts: Sequence[str], what: str) -> None:
+    for i, text in enumerate(texts):
+        found = lone_surrogate(text)
+        if found:
+            pos, code = found
+            origin = " (a byte that is not UTF-8, kept by surrogateescape)" if 0xDC80 <= code <= 0xDCFF else ""
+            raise InputError(
+                f"{what}[{i}] contains a lone surrogate U+{code:04X} at character {pos}{origin}: pass valid "
+                "Unicode text (decode bytes as UTF-8, e.g. with errors='replace')"
+            )
+
 
 def as_text_list(texts: str | Sequence[str], what: str = "texts") -> tuple[list[str], bool]:
     """Normalise the caller's input to a list; remember whether a single string was passed."""
     if isinstance(texts, str):
+        check_unicode([texts], what)
         return [texts], True
     if isinstance(texts, (bytes, bytearray)):
         raise InputError(f"{what} must be str, not bytes: decode it first (e.g. data.decode('utf-8'))")
     if not isinstance(texts, Sequence):
         raise InputError(f"{what} must be a string or a list of strings, not {type(texts).__name__}")
+    if len(texts) > MAX_TEXTS:
+        raise InputError(f"{what} has {len(texts)} items, over the limit of {MAX_TEXTS} per call: pass them in chunks")
     items = list(texts)
     if not items:
         raise InputError(f"{what} is an empty list: pass at least one string")
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise InputError(f"{what}[{i}] is {type(item).__name__}, not str: pass strings only")
+    check_unicode(items, what)
     return items, False
 
 
 class TextEncoder:
     """tokenizer.json plus the facts the manifest records about it (mask, pad, max length)."""
 
-    def __init__(self, path: Path, info: TokenizerInfo, graph_vocab: int) -> None:
+    def __init__(self, source: bytes, info: TokenizerInfo, graph_vocab: int) -> None:
+        """``source``: tokenizer.json's bytes, read (and hashed) by runtime.package, never reopened here."""
         from tokenizers import Tokenizer
 
         try:
-            self.tokenizer = Tokenizer.from_file(str(path))
+            self.tokenizer = Tokenizer.from_str(source.decode("utf-8"))
         except Exception as err:  # tokenizers raises a bare Exception on malformed JSON
-            raise PackageError(f"{path.name} cannot be read by tokenizers ({err}): re-export the package") from err
+            raise PackageError(
+                f"{info.file} cannot be read by tokenizers ({str(err)[:200]}): re-export the package"
+            ) from err
         self.info = info
         self.max_length = info.max_length
         # CUDA's memory-efficient attention (ModernBERT's windowed mask) needs lengths divisible by 4.
@@ -61,18 +100,34 @@ class TextEncoder:
                 f"the graph expects {self.info.mask_token_id}: the tokenizer does not belong to this model"
             )
 
-    def encode(self, texts: list[str]) -> list[Any]:
-        """Encode with truncation to the model maximum, warning with the count of dropped tokens."""
+    def encode(self, texts: list[str], truncating: bool = True) -> list[Any]:
+        """Encode with truncation to the model maximum.
+
+        One warning per call with a message that is the same for every text (the warnings registry keeps
+        each distinct message forever, so per-text counts in it grow without bound in a long process);
+        each text's dropped-token count goes to the 'polyglot_onnx' logger at INFO. ``truncating=False``:
+        the caller reads the overflowing pieces back (runtime/long_text.py), so nothing is said.
+        """
+        check_unicode(texts, "texts")
         encodings = self.tokenizer.encode_batch(texts)
+        if not truncating:
+            return encodings
+        truncated = False
         for i, enc in enumerate(encodings):
             if enc.overflowing:
+                truncated = True
                 dropped = sum(len(o.ids) - sum(o.special_tokens_mask) for o in enc.overflowing)
-                warnings.warn(
-                    f"text {i} is longer than the model maximum of {self.max_length} tokens: "
-                    f"{dropped} tokens were dropped from the end",
-                    TruncationWarning,
-                    stacklevel=3,
+                log.info(
+                    "text %d is longer than the model maximum of %d tokens: %d tokens were dropped from the end",
+                    i, self.max_length, dropped,
                 )
+        if truncated:
+            warnings.warn(
+                f"texts longer than the model maximum of {self.max_length} tokens were truncated at the end "
+                "(the 'polyglot_onnx' logger says how many tokens each lost, at INFO)",
+                TruncationWarning,
+                stacklevel=3,
+            )
         return encodings
 
     def pad(self, encodings: list[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -96,8 +151,33 @@ def pad_ids(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 1) -> tu
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped longest-first so each batch pads to similar lengths; callers restore order."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    """Indices grouped longest-first so each batch pads to similar lengths; callers restore order.
+
+    A batch holds at most ``batch_size`` texts and MAX_BATCH_TOKENS padded tokens, so a large
+    batch_size cannot ask for more memory than the default does at the longest model maximum.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InputError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}")
+    return token_budget_batches(lengths, MAX_BATCH_TOKENS, max_rows=batch_size)
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
+    """Longest-first batches whose padded size (rows x longest) stays within ``max_tokens``.
+
+    Counting padded tokens, not items, keeps memory and latency flat whether texts are short or long;
+    a single text longer than the budget still gets a batch of its own. Callers restore order.
+    """
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InputError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1):
+        raise InputError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        batch = batches[-1] if batches else None
+        # Sorted longest-first: the batch's first item sets its padded width.
+        if batch and (len(batch) + 1) * max(lengths[batch[0]], 1) <= max_tokens and len(batch) < (max_rows or 1 << 62):
+            batch.append(i)
+        else:
+            batches.append([i])
+    return batches

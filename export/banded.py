@@ -1,0 +1,126 @@
+"""Banded local attention for ModernBERT's sliding-window layers, substituted during export only.
+
+transformers runs a local layer as dense attention under a band mask: at 8,192 tokens that is a
+[heads, 8192, 8192] score tensor per layer for a band 129 wide. Here the sequence is cut into blocks
+of half the window; each block's queries attend to their own and the two neighbouring blocks'
+keys under the exact band mask (|i - j| <= window / 2, transformers' bidirectional sliding window)
+and the key padding mask. SDPA over [batch x blocks, heads, block, 3 x block] still exports as one
+ai.onnx Attention per layer. Global layers are untouched; the PyTorch reference stays unpatched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+from typing import Any
+
+LOCAL = "sliding_attention"
+GLOBAL = "full_attention"
+
+
+def band_mask(block: int, half_window: int) -> Any:
+    """[block, 3 x block] bool: query i of a block against keys of blocks k-1, k, k+1."""
+    import torch
+
+    query = torch.arange(block).unsqueeze(1)
+    key = torch.arange(3 * block).unsqueeze(0) - block  # key position relative to the block start
+    return (key - query).abs() <= half_window
+
+
+def _neighbour_blocks(x: Any, blocks: int, dim: int) -> Any:
+    """[batch, blocks + 2, ...] -> [batch, blocks, ...]: each block joined with both neighbours along ``dim``."""
+    import torch
+
+    return torch.cat([x[:, :blocks], x[:, 1 : blocks + 1], x[:, 2 : blocks + 2]], dim=dim)
+
+
+def banded_sdpa(query: Any, key: Any, value: Any, key_valid: Any, half_window: int, scale: float) -> Any:
+    """Exact sliding-window attention over the band only; [b, heads, L, d] in, [b, L, heads, d] out.
+
+    ``key_valid`` is the [b, L] padding mask. A query also always sees itself, so padded queries
+    (whose outputs nobody reads) never have an empty row: an all-masked softmax gives NaN.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    batch, heads, length, dim = query.shape
+    block = half_window
+    blocks = (length + block - 1) // block
+    tail = blocks * block - length
+    # [b, heads, L, d] -> [b, blocks, heads, block, d] -> [b * blocks, heads, block, d]
+    q = F.pad(query, (0, 0, 0, tail)).reshape(batch, heads, blocks, block, dim).transpose(1, 2)
+    q = q.reshape(batch * blocks, heads, block, dim)
+
+    def windows(x: Any) -> Any:
+        x = F.pad(x, (0, 0, block, tail + block)).reshape(batch, heads, blocks + 2, block, dim).transpose(1, 2)
+        return _neighbour_blocks(x, blocks, 3).reshape(batch * blocks, heads, 3 * block, dim)
+
+    valid = F.pad(key_valid.to(torch.bool), (block, tail + block), value=False).reshape(batch, blocks + 2, block)
+    valid = _neighbour_blocks(valid, blocks, 2)  # [b, blocks, 3 x block]
+    band = band_mask(block, half_window).to(query.device)
+    itself = band_mask(block, 0).to(query.device)
+    mask = (band & valid.unsqueeze(2)) | itself  # [b, blocks, block, 3 x block]
+    mask = mask.reshape(batch * blocks, 1, block, 3 * block)
+    out = F.scaled_dot_product_attention(q, windows(key), windows(value), attn_mask=mask, scale=scale)
+    # [b * blocks, heads, block, d] -> [b, blocks * block, heads, d], cut back to L
+    out = out.reshape(batch, blocks, heads, block, dim).transpose(2, 3).reshape(batch, blocks * block, heads, dim)
+    return out[:, :length]
+
+
+def _banded_forward(
+    self: Any,
+    hidden_states: Any,
+    position_embeddings: Any = None,
+    attention_mask: Any = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """ModernBertAttention.forward with the attention call replaced; ``attention_mask`` is [b, L]."""
+    from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
+
+    input_shape = hidden_states.shape[:-1]
+    qkv = self.Wqkv(hidden_states).view(*input_shape, 3, -1, self.head_dim)
+    query, key, value = (t.transpose(1, 2) for t in qkv.unbind(dim=-3))
+    cos, sin = position_embeddings
+    query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
+    out = banded_sdpa(query, key, value, attention_mask, self.config.sliding_window, self.head_dim**-0.5)
+    return self.out_drop(self.Wo(out.reshape(*input_shape, -1))), None
+
+
+def local_layers(encoder: Any) -> list[int]:
+    return [i for i, kind in enumerate(encoder.config.layer_types) if kind == LOCAL]
+
+
+def mask_mapping(encoder: Any, input_ids: Any, attention_mask: Any) -> dict[str, Any]:
+    """What ModernBertModel builds per layer kind, except that local layers get the [b, L] mask.
+
+    The dense [b, 1, L, L] sliding-window mask is never built; global layers get exactly the mask
+    transformers would give them (only the embeddings' shape and dtype are read).
+    """
+    import torch
+    from transformers.masking_utils import create_bidirectional_mask
+
+    shape_only = torch.zeros(*input_ids.shape, 1, dtype=encoder.dtype, device=input_ids.device)
+    full = create_bidirectional_mask(config=encoder.config, inputs_embeds=shape_only, attention_mask=attention_mask)
+    return {GLOBAL: full, LOCAL: attention_mask}
+
+
+@contextlib.contextmanager
+def banded_export(module: Any) -> Iterator[list[int]]:
+    """Swap each local layer's attention forward for the banded one on the package module; restore on exit.
+
+    Only the traced graph is banded: validation afterwards compares it with transformers' own forward.
+    """
+    encoder = module.encoder
+    patched = []
+    try:
+        module.banded = True
+        for i in local_layers(encoder):
+            attn = encoder.layers[i].attn
+            attn.forward = types.MethodType(_banded_forward, attn)
+            patched.append(attn)
+        yield local_layers(encoder)
+    finally:
+        module.banded = False
+        for attn in patched:
+            del attn.forward

@@ -1,0 +1,76 @@
+"""The input cut into shard-sized chunks: chunk k holds rows [k * shard_size, (k + 1) * shard_size).
+
+Fixed boundaries make resuming exact: a committed shard says where it ended (file, row in file), the
+next run starts there, and the chunks it builds are the very chunks an uninterrupted run would build,
+so even batch-dependent variants give the same vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyglot_onnx.jobs.inputs import clean_id, clean_text, read_blocks
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the input stands after a committed shard: the next row to read."""
+
+    file_index: int = 0
+    row_in_file: int = 0
+    global_row: int = 0
+
+
+@dataclass
+class Chunk:
+    """One future shard: row ids, usable texts (None for bad rows) and the bad rows' reasons."""
+
+    index: int
+    first_row: int
+    ids: list[Any] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
+    reasons: list[str | None] = field(default_factory=list)
+    end: Position = Position()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, value: Any, ident: Any, row: int, user_ids: bool) -> None:
+        """Row numbers are the ids unless the input has an id column; a null id makes the row bad."""
+        text, reason = clean_text(value)
+        if user_ids:
+            ident = clean_id(ident)
+            if ident is None and reason is None:
+                reason = "missing id"
+        self.ids.append(ident if user_ids else row)
+        self.texts.append(text if reason is None else None)
+        self.reasons.append(reason)
+
+    def rows(self) -> range:
+        return range(self.first_row, self.first_row + len(self))
+
+
+def iter_chunks(paths: list[Path], fmt: str, text_column: str, id_column: str | None, shard_size: int,
+                start: Position = Position()) -> Iterator[Chunk]:
+    """Chunks from ``start`` to the end of the input; memory is one chunk plus one read block."""
+    row = start.global_row
+    chunk = Chunk(index=row // shard_size, first_row=row)
+    for file_index in range(start.file_index, len(paths)):
+        skip = start.row_in_file if file_index == start.file_index else 0
+        in_file = skip
+        for block in read_blocks(paths[file_index], fmt, text_column, id_column, shard_size, skip):
+            ids = block.ids if block.ids is not None else [None] * len(block.values)
+            for value, ident in zip(block.values, ids):
+                chunk.add(value, ident, row, id_column is not None)
+                row += 1
+                in_file += 1
+                if len(chunk) == shard_size:
+                    chunk.end = Position(file_index, in_file, row)
+                    yield chunk
+                    chunk = Chunk(index=row // shard_size, first_row=row)
+        chunk.end = Position(file_index + 1, 0, row)
+    if len(chunk):
+        yield chunk

@@ -1,0 +1,220 @@
+"""``embed_corpus``: plan the job (or check it is the same job), then run an engine and commit its shards.
+
+Engines only turn chunks into vectors. Everything that makes the output exactly-once is here and in
+shards.py and runs in this process: the fixed chunk boundaries, the int8 calibration, the commit of
+each shard in order, and the final counts, read back from the committed shards themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polyglot_onnx.errors import JobError
+from polyglot_onnx.jobs import runfile
+from polyglot_onnx.jobs.chunks import Chunk, Position, iter_chunks
+from polyglot_onnx.jobs.codecs import Codec, calibrate
+from polyglot_onnx.jobs.encode import ChunkEncoder, Encoded
+from polyglot_onnx.jobs.inputs import count_rows, detect_format, fingerprint, resolve_inputs
+from polyglot_onnx.jobs.options import JobOptions
+from polyglot_onnx.jobs.progress import JobProgress
+from polyglot_onnx.jobs.shards import build_table, commit_shard, committed_shards, merge_errors, schema
+
+
+@dataclass
+class Plan:
+    """A job ready to run: inputs, the loaded embedder, the run record and where to start."""
+
+    package: Path
+    out_dir: Path
+    options: JobOptions
+    paths: list[Path]
+    fmt: str
+    embedder: Any
+    run: dict[str, Any]
+    start: Position
+    done: int
+    codec: Codec | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_ids(self) -> bool:
+        return self.options.id_column is not None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("polyglot-onnx", "onnxruntime", "tokenizers", "pyarrow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.PathLike[str], options: JobOptions,
+             resume: bool = False) -> Plan:
+    """Resolve inputs, load the package, and either start ``out_dir`` or check that it holds this same job."""
+    from polyglot_onnx import Embedder
+    from polyglot_onnx.manifest import sha256_file
+
+    out = Path(out_dir).expanduser()
+    paths = resolve_inputs(inputs)
+    fmt = detect_format(paths, options.format)
+    threads = options.threads if options.engine == "local" else 1
+    embedder = Embedder.load(package, provider=options.provider, variant=options.variant, threads=threads)
+    encoder = ChunkEncoder(embedder, options)  # validates long_text support early
+    compared = {**options.compared(fmt, encoder.pooling), "variant": embedder.variant}
+    files = fingerprint(paths)
+    manifest = embedder.engine.manifest
+    run: dict[str, Any] = {
+        "format": runfile.FORMAT,
+        "status": "running",
+        "package": {"path": str(Path(package).resolve()), "model": manifest.model.name,
+                    "architecture": manifest.model.architecture, "variant": embedder.variant,
+                    "hidden_size": embedder.dimension, "provider": embedder.provider,
+                    "manifest_sha256": sha256_file(Path(package) / "manifest.json")},
+        "options": compared,
+        "inputs": {"format": fmt, "files": files},
+        "fingerprint": runfile.fingerprints(sha256_file(Path(package) / "manifest.json"), compared, files),
+        "codec": None,
+        "columns": None,
+        "counts": None,
+        "sessions": [],
+        "versions": _versions(),
+    }
+    previous = runfile.read_run(out) if out.is_dir() else None
+    if previous is None:
+        if resume:
+            raise JobError(f"nothing to resume in {out} (no {runfile.RUN_FILE}): run without --resume to start")
+        if out.is_dir() and any(out.iterdir()):
+            raise JobError(f"{out} is not empty and holds no embed-corpus run: choose an empty or new --out")
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        runfile.check_same_job(previous, run, out)
+        run["codec"], run["sessions"] = previous.get("codec"), previous.get("sessions", [])
+        if previous.get("status") == "complete":
+            run = previous
+    done = committed_shards(out)
+    start = done[-1].end if done else Position()
+    codec = Codec.from_metadata(run["codec"]) if run["codec"] else None
+    plan = Plan(Path(package), out, options, paths, fmt, embedder, run, start, len(done), codec)
+    if run["status"] != "complete":
+        runfile.write_run(out, run)
+    return plan
+
+
+class Committer:
+    """Commits (chunk, encoded) pairs in chunk order: calibrates once, checks bad rows, writes the shard."""
+
+    def __init__(self, plan: Plan, progress: JobProgress) -> None:
+        self.plan = plan
+        self.progress = progress
+        self.committed = 0
+        self.rows = 0
+
+    def _calibrate(self, encoded: Encoded) -> Codec:
+        plan = self.plan
+        if plan.options.output == "sentence":
+            sample = encoded.vectors
+        else:
+            parts = [r.embeddings for r in encoded.vectors]
+            sample = np.concatenate(parts) if parts else np.zeros((0, plan.embedder.dimension), np.float32)
+        codec = calibrate(plan.options.dtype, plan.embedder.dimension, sample)
+        plan.run["codec"] = codec.metadata()
+        plan.run["columns"] = {f.name: str(f.type) for f in schema(codec, plan.options.output, plan.user_ids)}
+        runfile.write_run(plan.out_dir, plan.run)  # persisted before the first shard that uses it
+        return codec
+
+    def commit(self, chunk: Chunk, encoded: Encoded) -> None:
+        plan = self.plan
+        bad = [(row, reason) for row, reason in zip(chunk.rows(), chunk.reasons) if reason is not None]
+        if bad and plan.options.fail_on_error:
+            row, reason = bad[0]
+            raise JobError(f"row {row} of the input is bad ({reason}) and --fail-on-error is set: fix the input, "
+                           "or drop --fail-on-error to log bad rows to _errors.jsonl")
+        if plan.codec is None:
+            plan.codec = self._calibrate(encoded)
+        meta = {
+            "run": plan.run["fingerprint"],
+            "codec": plan.codec.metadata(),
+            "shard": {"index": chunk.index, "first_row": chunk.first_row, "rows": len(chunk),
+                      "embedded": len(chunk) - len(bad), "errors": len(bad), "tokens": int(encoded.n_tokens.sum()),
+                      "truncated": int(encoded.truncated.sum()), "end": chunk.end.__dict__},
+        }
+        table = build_table(chunk, encoded, plan.codec, plan.options.output, plan.user_ids, meta)
+        commit_shard(plan.out_dir, chunk, table)
+        self.committed += 1
+        self.rows += len(chunk)
+        self.progress.update(len(bad), 0)
+
+
+def encode_chunks(plan: Plan, progress: JobProgress) -> Iterator[tuple[Chunk, Encoded]]:
+    """The local engine: stream chunks from the input and encode each in this process."""
+    encoder = ChunkEncoder(plan.embedder, plan.options)
+    o = plan.options
+    for chunk in iter_chunks(plan.paths, plan.fmt, o.text_column, o.id_column, o.shard_size, plan.start):
+        texts = [t for t in chunk.texts if t is not None]
+        yield chunk, encoder.encode(texts, on_batch=progress.update)
+
+
+def run_job(plan: Plan) -> dict[str, Any]:
+    """Run the plan's engine to the end of the input, then record counts, timings and status."""
+    if plan.run["status"] == "complete":
+        return plan.run
+    started = time.time()
+    total = count_rows(plan.paths, plan.fmt)
+    enabled = None if plan.options.show_progress else False
+    progress = JobProgress(total, initial=plan.start.global_row, enabled=enabled)
+    committer = Committer(plan, progress)
+    try:
+        if plan.options.engine == "ray":
+            from polyglot_onnx.jobs.ray_engine import ray_chunks
+
+            pairs = ray_chunks(plan, progress)
+        else:
+            pairs = encode_chunks(plan, progress)
+        for chunk, encoded in pairs:
+            committer.commit(chunk, encoded)
+    finally:
+        progress.close()
+    return finish(plan, started, committer)
+
+
+def finish(plan: Plan, started: float, committer: Committer) -> dict[str, Any]:
+    shards = committed_shards(plan.out_dir)
+    if plan.codec is None:  # an empty input: still a valid, complete run
+        plan.codec = calibrate(plan.options.dtype, plan.embedder.dimension, np.zeros((0, 1)))
+        plan.run["codec"] = plan.codec.metadata()
+        plan.run["columns"] = {f.name: str(f.type) for f in schema(plan.codec, plan.options.output, plan.user_ids)}
+    counts = runfile.totals([s.meta for s in shards])
+    merged = merge_errors(plan.out_dir)
+    if merged != counts["errors"]:
+        raise JobError(f"{plan.out_dir}: {merged} rows in _errors/ but {counts['errors']} counted in the shards: "
+                       "the output was edited by hand; use a new --out")
+    o = plan.options
+    settings = {"threads": o.threads, "provider": plan.embedder.provider, "max_batch_tokens": o.max_batch_tokens}
+    if o.engine == "ray":
+        settings.update(actors=o.actors, cpus_per_actor=o.cpus_per_actor, ray_address=o.ray_address)
+    plan.run["sessions"].append(runfile.session_record(o.engine, started, committer.committed, committer.rows,
+                                                       settings))
+    seconds = sum(s["seconds"] for s in plan.run["sessions"])
+    plan.run.update(status="complete", counts=counts,
+                    timings={"seconds": round(seconds, 3), "docs_per_s": round(counts["rows"] / max(seconds, 1e-9), 2),
+                             "tokens_per_s": round(counts["tokens"] / max(seconds, 1e-9), 1)})
+    runfile.write_run(plan.out_dir, plan.run)
+    return plan.run
+
+
+def embed_corpus(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.PathLike[str],
+                 options: JobOptions | None = None, resume: bool = False) -> dict[str, Any]:
+    """Embed every row of ``inputs`` into Parquet shards under ``out_dir``; re-running resumes. Returns _run.json."""
+    return run_job(plan_job(package, inputs, out_dir, options or JobOptions(), resume))

@@ -1,0 +1,73 @@
+"""What a corpus job is asked to do: one frozen dataclass shared by the CLI, the Python API and both engines."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from polyglot_onnx.errors import InputError
+
+OUTPUTS = ("sentence", "token", "word")
+POOLINGS = ("mean", "cls")
+DTYPES = ("float32", "float16", "int8", "binary")
+LONG_TEXT = ("truncate", "window")
+ENGINES = ("local", "ray")
+FORMATS = ("jsonl", "parquet", "csv", "text")
+
+# Options that change what the output means: a resume with any of them changed is refused.
+# Speed knobs (threads, batch budget, engine, actors) may change between runs of the same job.
+COMPARED = ("format", "text_column", "id_column", "output", "pooling", "normalize", "long_text", "dtype", "shard_size")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Everything but the package and the paths; defaults are the CLI's."""
+
+    format: str | None = None  # None: from the file extension
+    text_column: str = "text"
+    id_column: str | None = None  # None: the stable row number over all inputs, in sorted path order
+    output: str = "sentence"
+    pooling: str | None = None  # None: the package's default
+    normalize: bool = True
+    long_text: str = "truncate"
+    dtype: str = "float32"
+    max_batch_tokens: int = 8192
+    shard_size: int = 10_000
+    threads: int | None = None
+    variant: str = "auto"
+    provider: str = "auto"
+    fail_on_error: bool = False
+    show_progress: bool = True
+    engine: str = "local"
+    ray_address: str | None = None
+    actors: int = 1
+    cpus_per_actor: int = 1
+
+    def __post_init__(self) -> None:
+        choices = {"output": OUTPUTS, "dtype": DTYPES, "long_text": LONG_TEXT, "engine": ENGINES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"unknown {name} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        if self.format is not None and self.format not in FORMATS:
+            raise InputError(f"unknown input format {self.format!r}: choose one of {', '.join(FORMATS)}")
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise InputError(f"unknown pooling {self.pooling!r}: choose mean or cls")
+        for name in ("max_batch_tokens", "shard_size", "actors", "cpus_per_actor"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise InputError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.output != "sentence" and self.dtype == "binary":
+            raise InputError("--dtype binary is for sentence vectors only: use float32, float16 or int8 with --output "
+                             f"{self.output}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def compared(self, fmt: str, pooling: str) -> dict[str, Any]:
+        """The options that define the job's output, with the resolved input format and pooling."""
+        data = {name: getattr(self, name) for name in COMPARED}
+        data["format"] = fmt
+        data["pooling"] = pooling if self.output == "sentence" else None
+        return data

@@ -1,0 +1,141 @@
+"""Opening a package's files: confined to the package directory, checked against the manifest.
+
+A package is a trust boundary: its manifest names files, and a hostile or careless manifest could
+name ``../x``, ``/etc/passwd`` or a symlink out. Every file any stage reads from a package goes
+through ``check_file`` or ``read_file`` here, which (1) refuse a path that leaves the directory
+after following symlinks, before touching it, so a refusal says nothing about what lies outside,
+(2) accept only regular files (a FIFO would block, a device never ends), and (3) under ``verify``
+compare size and sha256 with the manifest, refusing a file the manifest records no hash for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from polyglot_onnx.errors import PackageError
+
+HASH_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """One file the manifest names: ``label`` says where (e.g. ``variants.int8.files[0]``), for messages."""
+
+    label: str
+    path: str
+    sha256: str = ""  # "" when the manifest records none: refused under verify
+    size: int | None = None
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def path_problem(relative: str) -> str | None:
+    """Why a manifest path string is not a plain relative path inside the package, or None."""
+    if not relative:
+        return "is empty"
+    if "\x00" in relative:
+        return "contains a NUL character"
+    try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if PurePosixPath(relative).is_absolute() or PureWindowsPath(relative).drive or relative.startswith("\\"):
+        return "is an absolute path"
+    if ".." in relative.replace("\\", "/").split("/"):
+        return "contains '..'"
+    return None
+
+
+def confined_path(root: Path, relative: str, label: str) -> Path:
+    """``root / relative`` with symlinks followed, refused unless it stays inside ``root``."""
+    problem = path_problem(relative)
+    if problem:
+        raise PackageError(
+            f"manifest entry {label} ({_short(relative)}) {problem}: package files must be relative paths inside "
+            "the package directory; re-export or re-download the package"
+        )
+    try:
+        base = root.resolve()
+        target = (base / relative).resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise PackageError(f"manifest entry {label} ({_short(relative)}) cannot be resolved: {type(err).__name__}") from err
+    if not target.is_relative_to(base):
+        raise PackageError(
+            f"manifest entry {label} ({_short(relative)}) leads outside the package directory through a symlink: "
+            "package files must be inside it; re-export or re-download the package"
+        )
+    return target
+
+
+def _unreadable(entry: PackageFile, err: OSError) -> PackageError:
+    reason = err.strerror or type(err).__name__
+    return PackageError(f"package file {entry.path} cannot be read ({reason}): check its permissions and owner")
+
+
+def check_file(root: Path, entry: PackageFile, verify: bool) -> Path:
+    """The confined, regular file ``entry`` names; under ``verify`` its size and sha256 match the manifest."""
+    path = confined_path(root, entry.path, entry.label)
+    try:
+        info = path.stat()
+    except FileNotFoundError as err:
+        raise PackageError(f"package file {entry.path} is missing from {root}: re-export the package") from err
+    except OSError as err:
+        raise _unreadable(entry, err) from err
+    if not stat.S_ISREG(info.st_mode):
+        raise PackageError(f"package file {entry.path} is not a regular file: re-export the package")
+    if verify:
+        _require_hash(entry)
+        _check_size(entry, info.st_size)
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                while block := fh.read(HASH_CHUNK):
+                    digest.update(block)
+        except OSError as err:
+            raise _unreadable(entry, err) from err
+        _check_digest(entry, digest.hexdigest())
+    return path
+
+
+def read_file(root: Path, entry: PackageFile, verify: bool) -> bytes:
+    """The bytes of ``entry``, read once and hashed from those same bytes (no check-then-reopen gap)."""
+    path = check_file(root, entry, verify=False)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise _unreadable(entry, err) from err
+    if verify:
+        _require_hash(entry)
+        _check_size(entry, len(data))
+        _check_digest(entry, hashlib.sha256(data).hexdigest())
+    return data
+
+
+def _require_hash(entry: PackageFile) -> None:
+    if not entry.sha256:
+        raise PackageError(
+            f"manifest.json records no sha256 for {entry.path} ({entry.label}), so it cannot be verified: "
+            "re-export the package with this polyglot-onnx, or load with verify=False if you trust its files"
+        )
+
+
+def _check_size(entry: PackageFile, size: int) -> None:
+    if entry.size is not None and size != entry.size:
+        raise PackageError(
+            f"package file {entry.path} is {size} bytes, the manifest says {entry.size}: "
+            "the file is truncated or replaced; re-export or re-download the package"
+        )
+
+
+def _check_digest(entry: PackageFile, digest: str) -> None:
+    if digest != entry.sha256:
+        raise PackageError(
+            f"package file {entry.path} does not match its sha256 in manifest.json: "
+            "the file is corrupt or was replaced; re-export or re-download the package"
+        )
+

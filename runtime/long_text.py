@@ -1,0 +1,227 @@
+"""Texts longer than the model maximum: the whole tokenization, cut into overlapping windows.
+
+The runtime's tokenizer truncates, but keeps the rest of a long text in ``overflowing`` pieces,
+each framed by its own special tokens; gluing their content back together gives the untruncated
+encoding (ids, tokens, offsets, word ids) without a second tokenizer. A document is then cut into
+windows of the model's maximum length, each framed by the special tokens again; every token takes
+its vector from the window whose centre is nearest (the most context on both sides), the leading
+specials from the first window and the trailing ones from the last.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import InputError
+
+log = logging.getLogger("polyglot_onnx")
+
+LONG_TEXT_MODES = ("truncate", "window")
+
+
+@dataclass(frozen=True)
+class Document:
+    """An untruncated encoding with the attributes the runtime reads from a tokenizers Encoding."""
+
+    ids: list[int]
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int | None]
+    prefix: int  # special tokens before the text
+    suffix: int  # special tokens after the text
+    overflowing: tuple[()] = ()  # nothing is left out
+
+    @property
+    def content(self) -> list[int]:
+        return self.ids[self.prefix : len(self.ids) - self.suffix]
+
+
+def check_mode(long_text: str) -> None:
+    if long_text not in LONG_TEXT_MODES:
+        raise InputError(f"unknown long_text {long_text!r}: choose {' or '.join(LONG_TEXT_MODES)}")
+
+
+def special_frame(tokenizer: Any) -> tuple[int, int]:
+    """How many special tokens the post-processor puts before and after a text."""
+    framed = tokenizer.encode("x").ids
+    inner = tokenizer.encode("x", add_special_tokens=False).ids
+    start = next(i for i in range(len(framed)) if framed[i : i + len(inner)] == inner)
+    return start, len(framed) - start - len(inner)
+
+
+def whole_document(encoding: Any, prefix: int, suffix: int) -> Document:
+    """Glue a truncated encoding and its overflowing pieces back into the full token sequence."""
+    pieces = [encoding, *encoding.overflowing]
+
+    def glued(attr: str) -> list[Any]:
+        head = list(getattr(pieces[0], attr))[:prefix]
+        tail = list(getattr(pieces[-1], attr))[len(getattr(pieces[-1], attr)) - suffix :]
+        body = [x for p in pieces for x in list(getattr(p, attr))[prefix : len(getattr(p, attr)) - suffix]]
+        return head + body + tail
+
+    offsets = [tuple(o) for o in glued("offsets")]
+    return Document(glued("ids"), glued("tokens"), offsets, glued("word_ids"), prefix, suffix)  # type: ignore[arg-type]
+
+
+def window_starts(n_tokens: int, room: int, stride: int) -> list[int]:
+    """Start of each window over ``n_tokens`` content tokens; the last window ends at the text's end."""
+    if n_tokens <= room:
+        return [0]
+    return list(range(0, n_tokens - room, stride)) + [n_tokens - room]
+
+
+def default_stride(room: int) -> int:
+    """Half a window: every token is then at least a quarter window from its window's edges."""
+    return max(room // 2, 1)
+
+
+def check_stride(stride: int | None, room: int) -> int:
+    if stride is None:
+        return default_stride(room)
+    if not isinstance(stride, int) or isinstance(stride, bool) or not 1 <= stride <= room:
+        raise InputError(
+            f"window_stride must be an integer from 1 to {room} (the text tokens one window holds), got {stride!r}"
+        )
+    return stride
+
+
+@dataclass(frozen=True)
+class Windows:
+    """One document cut into windows of ``room`` text tokens starting at ``starts``."""
+
+    doc: Document
+    room: int
+    starts: list[int]
+
+    def rows(self) -> list[list[int]]:
+        """Model inputs: each window framed by the document's own special tokens."""
+        head, tail = self.doc.ids[: self.doc.prefix], self.doc.ids[len(self.doc.ids) - self.doc.suffix :]
+        content = self.doc.content
+        return [head + content[s : s + self.room] + tail for s in self.starts]
+
+    def owners(self) -> np.ndarray:
+        """For each text token, the window whose centre is nearest (the first on a tie)."""
+        centres = np.asarray(self.starts) + (self.room - 1) / 2
+        positions = np.arange(len(self.doc.content))
+        return np.argmin(np.abs(positions[:, None] - centres[None, :]), axis=1)
+
+    def merge(self, vectors: Sequence[np.ndarray]) -> np.ndarray:
+        """[len(doc.ids), hidden] from one [prefix + room + suffix, hidden] array per window."""
+        prefix, suffix, n = self.doc.prefix, self.doc.suffix, len(self.doc.content)
+        stacked = np.stack(list(vectors))
+        owner = self.owners()
+        inner = prefix + np.arange(n) - np.asarray(self.starts)[owner]
+        out = np.empty((len(self.doc.ids), stacked.shape[-1]), dtype=stacked.dtype)
+        out[:prefix] = stacked[0, :prefix]
+        out[prefix : prefix + n] = stacked[owner, inner]
+        out[prefix + n :] = stacked[-1, prefix + self.room :]
+        return out
+
+
+def plan(doc: Document, max_length: int, stride: int | None) -> Windows:
+    room = max_length - doc.prefix - doc.suffix
+    step = check_stride(stride, room)
+    return Windows(doc, room, window_starts(len(doc.content), room, step))
+
+
+def centred_window(doc: Document, position: int, max_length: int) -> tuple[list[int], int]:
+    """A model-length window centred on ``position`` (an index into doc.ids): its ids and the position in it."""
+    room = max_length - doc.prefix - doc.suffix
+    content = doc.content
+    t = position - doc.prefix
+    start = min(max(t - room // 2, 0), max(len(content) - room, 0))
+    head, tail = doc.ids[: doc.prefix], doc.ids[len(doc.ids) - doc.suffix :]
+    return head + content[start : start + room] + tail, doc.prefix + t - start
+
+
+def whole_documents(encodings: Sequence[Any], tokenizer: Any) -> list[Any]:
+    """Each encoding as is, or glued back into a Document when the tokenizer truncated it."""
+    if not any(e.overflowing for e in encodings):
+        return list(encodings)
+    prefix, suffix = special_frame(tokenizer)
+    return [whole_document(e, prefix, suffix) if e.overflowing else e for e in encodings]
+
+
+def run_windowed(
+    engine: Any, encodings: Sequence[Any], batch_size: int, pooled_output: str, stride: int | None, all_tokens: bool
+) -> tuple[list[Any], list[np.ndarray], list[np.ndarray | None]]:
+    """Per text: its (whole) encoding, pooled vector, and token vectors (long texts always; others if asked).
+
+    Windows of long texts and the short texts run together in length-sorted batches; a long text's
+    pooled vector is pooled over its merged token vectors (mean over every token, or the first).
+    """
+    from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
+
+    text = engine.text
+    docs = whole_documents(encodings, text.tokenizer)
+    plans: dict[int, Windows] = {}
+    rows: list[list[int]] = []
+    owner: list[int] = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, Document):
+            plans[i] = plan(doc, text.max_length, stride)
+            log.info(
+                "text %d has %d tokens, over the model maximum of %d: embedded as %d overlapping windows "
+                "(stride %d tokens), each token taken from the window where it is nearest the centre",
+                i, len(doc.ids), text.max_length, len(plans[i].starts), stride or default_stride(plans[i].room),
+            )
+        new = plans[i].rows() if i in plans else [list(doc.ids)]
+        rows += new
+        owner += [i] * len(new)
+    pooled_rows: dict[int, np.ndarray] = {}
+    hidden_rows: dict[int, np.ndarray] = {}
+    for batch in length_sorted_batches([len(r) for r in rows], batch_size):
+        ids, attn = pad_ids([rows[r] for r in batch], text.info.pad_token_id, text.pad_to_multiple)
+        pooled, hidden = engine.run([pooled_output, mf.TOKEN_EMBEDDINGS], ids, attn)
+        engine.ensure_finite(pooled, [owner[r] for r in batch])
+        for row, r in enumerate(batch):
+            pooled_rows[r] = pooled[row]
+            if all_tokens or owner[r] in plans:
+                hidden_rows[r] = np.array(hidden[row, : len(rows[r])])
+                engine.ensure_finite(hidden_rows[r], [owner[r]] * len(rows[r]))
+    by_text: dict[int, list[int]] = {}
+    for r, i in enumerate(owner):
+        by_text.setdefault(i, []).append(r)
+    pooled_out: list[np.ndarray] = []
+    hidden_out: list[np.ndarray | None] = []
+    for i in range(len(docs)):
+        mine = by_text[i]
+        if i in plans:
+            merged = plans[i].merge([hidden_rows[r] for r in mine])
+            hidden_out.append(merged)
+            pooled_out.append(merged[0] if pooled_output == mf.CLS_EMBEDDING else merged.mean(axis=0))
+        else:
+            hidden_out.append(hidden_rows.get(mine[0]))
+            pooled_out.append(pooled_rows[mine[0]])
+    return docs, pooled_out, hidden_out
+
+
+MaskRow = tuple[list[int], list[int], list[tuple[int, int]]]
+
+
+def mask_rows(docs: Sequence[Any], masks: Sequence[np.ndarray], max_length: int) -> list[MaskRow]:
+    """Fill-mask rows: (ids, mask positions in the row, (text, k-th mask) for each position).
+
+    A text within the maximum is one row with all its masks; a longer one gives one window per
+    mask, centred on it (other masks inside that window stay masked, as in the whole text).
+    """
+    out = []
+    for i, doc in enumerate(docs):
+        if not isinstance(doc, Document):
+            out.append((list(doc.ids), [int(p) for p in masks[i]], [(i, k) for k in range(len(masks[i]))]))
+            continue
+        log.info(
+            "input %d has %d tokens, over the model maximum of %d: each of its %d mask(s) is predicted "
+            "in a %d-token window centred on it",
+            i, len(doc.ids), max_length, len(masks[i]), max_length,
+        )
+        for k, position in enumerate(masks[i]):
+            ids, inner = centred_window(doc, int(position), max_length)
+            out.append((ids, [inner], [(i, k)]))
+    return out

@@ -1,0 +1,249 @@
+"""The batching queue: inputs from concurrent requests merged into token-budget batches.
+
+It knows token counts and group keys, not HTTP and not onnxruntime. Each input of a request is
+queued on its own; a batch always holds the oldest waiting input (so nothing waits for a batch that
+cannot include it) and grows towards the inputs closest to it in length, which wastes the fewest
+padded tokens, until ``rows x padded length`` would pass ``max_batch_tokens``. One batch at a time
+runs in a single worker thread per model, off the event loop; while it runs the next one gathers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+from polyglot_onnx.errors import InputError
+
+RunBatch = Callable[[Hashable, list[Any]], list[Any]]
+
+
+@dataclass
+class BatchReport:
+    """What one onnxruntime call did, for metrics."""
+
+    rows: int
+    padded_tokens: int
+    tokens: int
+    queue_seconds: list[float]
+    inference_seconds: float
+    failed: bool
+
+
+class Ticket:
+    """One request's inputs: results in input order, timings, and whether the client went away."""
+
+    def __init__(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.results: list[Any] = [None] * count
+        self.remaining = count
+        self.done: asyncio.Future[list[Any]] = loop.create_future()
+        # A client that left never awaits its answer: mark a failure as seen so asyncio does not log it.
+        self.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.enqueued = perf_counter()
+        self.queue_seconds = 0.0
+        self.inference_seconds = 0.0
+        self.tokens = 0
+        self.cancelled = False
+
+    def _set(self, index: int, value: Any) -> None:
+        self.results[index] = value
+        self.remaining -= 1
+        if self.remaining == 0 and not self.done.done():
+            self.done.set_result(self.results)
+
+    def _fail(self, err: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(err)
+
+
+@dataclass(eq=False)
+class _Item:
+    key: Hashable
+    length: int
+    payload: Any
+    seq: int
+    index: int
+    ticket: Ticket
+    taken: bool = field(default=False)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (self.length, self.seq)
+
+
+class BatchQueue:
+    """Token-budget dynamic batching for one model; ``run`` is called in one worker thread."""
+
+    def __init__(
+        self,
+        run: RunBatch,
+        max_batch_tokens: int,
+        max_batch_rows: int | None = None,
+        pad_multiple: int = 1,
+        on_batch: Callable[[BatchReport], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        self._run = run
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_rows = max_batch_rows or (1 << 62)
+        self.pad_multiple = max(1, pad_multiple)
+        self._on_batch = on_batch
+        self._fifo: deque[_Item] = deque()
+        self._groups: dict[Hashable, list[_Item]] = {}
+        self._orders: dict[Hashable, list[tuple[int, int]]] = {}
+        self._seq = itertools.count()
+        self._depth = 0
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+
+    @property
+    def depth(self) -> int:
+        """Inputs waiting (not yet in a running batch)."""
+        return self._depth
+
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    def submit(self, key: Hashable, inputs: Sequence[tuple[int, Any]]) -> Ticket:
+        """Queue ``(token_length, payload)`` pairs of one request under ``key`` (same key = same call)."""
+        if self._wake is None:
+            raise RuntimeError("BatchQueue.start() was not called")
+        ticket = Ticket(len(inputs), asyncio.get_running_loop())
+        group = self._groups.setdefault(key, [])
+        orders = self._orders.setdefault(key, [])
+        for index, (length, payload) in enumerate(inputs):
+            item = _Item(key, max(1, int(length)), payload, next(self._seq), index, ticket)
+            ticket.tokens += item.length
+            position = bisect.bisect(orders, item.order)
+            orders.insert(position, item.order)
+            group.insert(position, item)
+            self._fifo.append(item)
+        self._depth += len(inputs)
+        self._wake.set()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        """The client went away: its waiting inputs are dropped, not computed."""
+        ticket.cancelled = True
+        for key, group in self._groups.items():
+            keep = [i for i in group if i.ticket is not ticket]
+            if len(keep) != len(group):
+                self._depth -= len(group) - len(keep)
+                for item in group:
+                    if item.ticket is ticket:
+                        item.taken = True
+                self._groups[key] = keep
+                self._orders[key] = [i.order for i in keep]
+
+    def _width(self, length: int) -> int:
+        return -(-length // self.pad_multiple) * self.pad_multiple
+
+    def _cut(self) -> list[_Item]:
+        """The oldest waiting input plus its nearest neighbours in length, under the token budget."""
+        while self._fifo and self._fifo[0].taken:
+            self._fifo.popleft()
+        if not self._fifo:
+            return []
+        head = self._fifo[0]
+        group, orders = self._groups[head.key], self._orders[head.key]
+        lo = hi = bisect.bisect_left(orders, head.order)
+        width = head.length
+        while hi - lo + 1 < self.max_batch_rows:
+            rows = hi - lo + 1
+            down = width - group[lo - 1].length if lo > 0 and (rows + 1) * self._width(width) <= self.max_batch_tokens else None
+            up = None
+            if hi + 1 < len(group):
+                wider = group[hi + 1].length
+                if (rows + 1) * self._width(wider) <= self.max_batch_tokens:
+                    up = (wider - width) * rows
+            if down is None and up is None:
+                break
+            if up is None or (down is not None and down <= up):
+                lo -= 1
+            else:
+                hi += 1
+                width = group[hi].length
+        batch = group[lo : hi + 1]
+        del group[lo : hi + 1]
+        del orders[lo : hi + 1]
+        for item in batch:
+            item.taken = True
+        self._depth -= len(batch)
+        # Longest first, ties in arrival order: the row order Embedder.encode uses for the same texts.
+        batch.sort(key=lambda i: (-i.length, i.seq))
+        return batch
+
+    async def _work(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._cut()
+            if not batch:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._execute(loop, batch)
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        started = perf_counter()
+        failed = False
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, batch[0].key, [i.payload for i in batch])
+        except InputError:
+            # One bad input must not fail its neighbours: each request's inputs run again on their own.
+            await self._retry_per_request(loop, batch, started)
+            return
+        except Exception as err:  # noqa: BLE001 - a failed call fails only the requests in this batch
+            failed = True
+            outputs = [err] * len(batch)
+        self._deliver(batch, outputs, started, perf_counter() - started, failed)
+
+    async def _retry_per_request(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], started: float) -> None:
+        by_ticket: dict[int, list[_Item]] = {}
+        for item in batch:
+            by_ticket.setdefault(id(item.ticket), []).append(item)
+        for items in by_ticket.values():
+            begin = perf_counter()
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._run, items[0].key, [i.payload for i in items])
+                failed = False
+            except Exception as err:  # noqa: BLE001 - InputError -> 422, anything else -> 424, this request only
+                outputs, failed = [err] * len(items), True
+            self._deliver(items, outputs, started, perf_counter() - begin, failed)
+
+    def _deliver(self, batch: list[_Item], outputs: list[Any], started: float, seconds: float, failed: bool) -> None:
+        queue_seconds = []
+        for item, output in zip(batch, outputs):
+            ticket = item.ticket
+            waited = started - ticket.enqueued
+            queue_seconds.append(waited)
+            ticket.queue_seconds = max(ticket.queue_seconds, waited)
+            if failed:
+                ticket._fail(output)
+                self.cancel(ticket)
+            else:
+                ticket._set(item.index, output)
+        for ticket in {id(i.ticket): i.ticket for i in batch}.values():
+            ticket.inference_seconds += seconds
+        if self._on_batch is not None:
+            width = self._width(max(i.length for i in batch))
+            self._on_batch(
+                BatchReport(len(batch), width * len(batch), sum(i.length for i in batch), queue_seconds, seconds, failed)
+            )

@@ -1,0 +1,85 @@
+"""``polyglot-onnx serve DIR [DIR ...]``: its arguments and the command; the main CLI registers it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from polyglot_onnx.errors import DependencyError, InputError
+from polyglot_onnx.serve.config import API_KEY_ENV, ServeConfig, parse_models
+
+
+def add_serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="serve packages over HTTP (OpenAI + TEI routes, fill-mask), or on Ray Serve")
+    p.add_argument("packages", nargs="*", help="package directories (named by their model name)")
+    p.add_argument("--name", action="append", default=[], metavar="NAME=DIR", help="serve DIR as model NAME (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--variant", default="auto", help="auto, fp32, int8, ... (a variant in every package)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per model")
+    p.add_argument("--max-batch-tokens", type=int, default=16384, help="padded length x rows per onnxruntime call")
+    p.add_argument("--max-batch-rows", type=int, default=None, help="cap rows per batch (1 = no dynamic batching)")
+    p.add_argument("--no-batching", action="store_true", help="one input per onnxruntime call (for comparisons)")
+    p.add_argument("--max-client-batch-size", type=int, default=32, help="inputs per request")
+    p.add_argument("--max-concurrent-requests", type=int, default=512, help="beyond this: 429 with Retry-After")
+    p.add_argument("--auto-truncate", action=argparse.BooleanOptionalAction, default=True,
+                   help="truncate over-long inputs to the model maximum (else 422)")
+    p.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes (beyond: 413)")
+    p.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own models")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for in-flight requests")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (needs the ray extra)")
+    p.add_argument("--replicas", default="1", help="Ray Serve replicas: a number or 'auto' (autoscaling)")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    p.add_argument("--replica-cpus", type=float, default=None,
+                   help="CPUs each replica reserves; onnxruntime threads follow it (default --threads or 1)")
+
+
+def config_from_args(args: argparse.Namespace) -> ServeConfig:
+    models = parse_models(list(args.packages), list(args.name))
+    if args.workers < 1:
+        raise InputError(f"--workers must be a positive integer, got {args.workers}")
+    return ServeConfig(
+        models=models,
+        provider=args.provider,
+        variant=args.variant,
+        threads=args.threads,
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_rows=1 if args.no_batching else args.max_batch_rows,
+        max_client_batch_size=args.max_client_batch_size,
+        max_concurrent_requests=args.max_concurrent_requests,
+        auto_truncate=args.auto_truncate,
+        payload_limit=args.payload_limit,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    _require("fastapi", "uvicorn", "prometheus_client", extra="serve")
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s: %(name)s: %(message)s")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and config.api_key is None:
+        logging.getLogger("polyglot_onnx.serve").warning(
+            "serving on %s without an API key: anyone who reaches this address can use it", args.host
+        )
+    if args.ray:
+        _require("ray", extra="ray")
+        from polyglot_onnx.serve.ray_app import run_on_ray
+
+        return run_on_ray(config, args.host, args.port, args.replicas, args.ray_address, args.replica_cpus)
+    from polyglot_onnx.serve.server import run_server
+
+    return run_server(config, args.host, args.port, args.workers, args.log_level)
+
+
+def _require(*modules: str, extra: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DependencyError(f"serve needs {', '.join(missing)}: pip install 'polyglot-onnx[{extra}]'")

@@ -1,0 +1,94 @@
+"""Server configuration: one frozen dataclass the CLI, ``create_app`` and the Ray deployment share."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from polyglot_onnx.errors import InputError
+
+API_KEY_ENV = "POLYGLOT_API_KEY"
+CONFIG_ENV = "POLYGLOT_SERVE_CONFIG"  # JSON config for worker processes started by uvicorn's --workers
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A package directory and the name clients use for it (default: the package's model name)."""
+
+    directory: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    models: tuple[ModelSpec, ...]
+    provider: str = "auto"
+    variant: str = "auto"
+    threads: int | None = None
+    max_batch_tokens: int = 16384  # padded length x rows of one onnxruntime call
+    max_batch_rows: int | None = None  # 1 = no dynamic batching (for comparisons)
+    max_client_batch_size: int = 32
+    max_concurrent_requests: int = 512
+    auto_truncate: bool = True
+    payload_limit: int = 2_000_000  # bytes of request body
+    api_key: str | None = field(default=None, repr=False)
+    drain_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
+    verify: bool = True  # sha256 of every package file at start-up
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise InputError("no package to serve: pass at least one package directory")
+        for name, value in (
+            ("max_batch_tokens", self.max_batch_tokens),
+            ("max_client_batch_size", self.max_client_batch_size),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("payload_limit", self.payload_limit),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_batch_rows is not None and self.max_batch_rows < 1:
+            raise InputError(f"max_batch_rows must be a positive integer, got {self.max_batch_rows!r}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be a positive integer, got {self.threads!r}")
+
+    def with_threads(self, threads: int | None) -> ServeConfig:
+        return replace(self, threads=threads)
+
+    def to_json(self) -> str:
+        """For worker processes; the API key travels in its own environment variable, not here."""
+        data = asdict(self)
+        data["api_key"] = None
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        data: dict[str, Any] = json.loads(text)
+        data["models"] = tuple(ModelSpec(**m) for m in data["models"])
+        data["api_key"] = os.environ.get(API_KEY_ENV) or None
+        return cls(**data)
+
+
+def parse_models(directories: list[str], names: list[str]) -> tuple[ModelSpec, ...]:
+    """Plain DIRs plus ``--name NAME=DIR`` pairs; a named DIR that is also listed plainly is served once."""
+    named: dict[str, str] = {}
+    for item in names:
+        name, sep, directory = item.partition("=")
+        if not sep or not name.strip() or not directory.strip():
+            raise InputError(f"--name {item!r} is not NAME=DIR: e.g. --name mbert=packages/mbert-cased")
+        named[str(Path(directory.strip()).expanduser().resolve())] = name.strip()
+    specs: list[ModelSpec] = []
+    seen: set[str] = set()
+    for directory in [*directories, *[d for d in named if d not in {_key(x) for x in directories}]]:
+        key = _key(directory)
+        if key in seen:
+            continue
+        seen.add(key)
+        specs.append(ModelSpec(directory=directory, name=named.get(key)))
+    return tuple(specs)
+
+
+def _key(directory: str) -> str:
+    return str(Path(directory).expanduser().resolve())

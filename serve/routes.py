@@ -1,0 +1,224 @@
+"""HTTP routes: OpenAI /v1/embeddings; TEI's /embed /embed_all /tokenize /info; /fill-mask, /embed_words.
+
+Routes know HTTP and the request shapes; tokens and batching live in the service and the queue.
+Imported only when serving, so fastapi is imported at module level here.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+from fastapi import Request  # noqa: TC002 - FastAPI reads the annotation at run time
+
+from polyglot_onnx.serve import backend as bk
+from polyglot_onnx.serve.errors import Kind, ServeError
+from polyglot_onnx.serve.schemas import (
+    EmbedRequest,
+    FillMaskRequest,
+    OpenAIEmbeddingRequest,
+    TokenizeRequest,
+    WordsRequest,
+)
+from polyglot_onnx.serve.service import Service
+from polyglot_onnx.serve.tokens import Encoded, check_text
+
+MAX_TOP_K = 1000
+
+
+def split_inputs(value: Any) -> tuple[list[Any], bool, bool]:
+    """(items, are token ids, was a single input) for str | list[str] | list[int] | list[list[int]]."""
+    if isinstance(value, str):
+        return [value], False, True
+    if not value:
+        return [], False, False
+    if isinstance(value[0], int):
+        return [list(value)], True, True
+    return list(value), isinstance(value[0], list), False
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    """The runtime's normalisation, row by row, so served vectors equal Embedder.encode's."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def check_dimensions(dimensions: int | None, hidden: int, field: str = "dimensions") -> int:
+    if dimensions is None:
+        return hidden
+    if not 1 <= dimensions <= hidden:
+        raise ServeError(
+            Kind.VALIDATION, f"{field} must be between 1 and the model's {hidden}, got {dimensions}",
+            code="invalid_value", param=field,
+        )
+    return dimensions
+
+
+def sentence_vectors(rows: Sequence[np.ndarray], dimensions: int, normalize: bool) -> np.ndarray:
+    """Matryoshka: keep the first ``dimensions``, then normalize (when asked)."""
+    out = np.stack(rows)[:, :dimensions]
+    return normalized(out) if normalize else out
+
+
+def encode_inputs(service: Service, backend: bk.Backend, value: Any, field: str, truncate: bool,
+                  direction: str = "right") -> tuple[list[Encoded], bool]:
+    items, are_ids, single = split_inputs(value)
+    service.check_count(items, field)
+    if are_ids:
+        return backend.tokens.check_ids(items, field, truncate), single
+    return backend.tokens.encode(items, field, truncate, direction), single
+
+
+def add_routes(app: Any, service: Service) -> None:
+    from fastapi.responses import JSONResponse, Response
+
+    def json(content: Any, headers: dict[str, str] | None = None) -> Any:
+        return JSONResponse(content, headers=headers)
+
+    def truncate_flag(value: bool | None) -> bool:
+        return service.config.auto_truncate if value is None else value
+
+    @app.post("/v1/embeddings")
+    async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Any:
+        started = perf_counter()
+        backend = service.model(body.model)
+        dims = check_dimensions(body.dimensions, backend.dimension)
+        encoded, _ = encode_inputs(service, backend, body.input, "input", service.config.auto_truncate)
+        answer = await service.compute(backend, (bk.SENTENCE,), [(len(e.ids), e.ids) for e in encoded], request.receive)
+        vectors = sentence_vectors(answer.results, dims, normalize=True)
+        if body.encoding_format == "base64":
+            payload: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
+        else:
+            payload = vectors.tolist()
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(payload)]
+        usage = {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens}
+        return json({"object": "list", "data": data, "model": backend.name, "usage": usage}, answer.headers(started))
+
+    @app.post("/embed")
+    async def embed(body: EmbedRequest, request: Request) -> Any:
+        started = perf_counter()
+        backend = service.model(body.model)
+        dims = check_dimensions(body.dimensions, backend.dimension)
+        encoded, _ = encode_inputs(service, backend, body.inputs, "inputs", truncate_flag(body.truncate),
+                                   body.truncation_direction.lower())
+        answer = await service.compute(backend, (bk.SENTENCE,), [(len(e.ids), e.ids) for e in encoded], request.receive)
+        return json(sentence_vectors(answer.results, dims, body.normalize).tolist(), answer.headers(started))
+
+    @app.post("/embed_all")
+    async def embed_all(body: EmbedRequest, request: Request) -> Any:
+        started = perf_counter()
+        backend = service.model(body.model)
+        encoded, _ = encode_inputs(service, backend, body.inputs, "inputs", truncate_flag(body.truncate),
+                                   body.truncation_direction.lower())
+        answer = await service.compute(backend, (bk.TOKEN,), [(len(e.ids), e.ids) for e in encoded], request.receive)
+        # As TEI: the last hidden states, not normalized.
+        return json([r.tolist() for r in answer.results], answer.headers(started))
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest) -> Any:
+        backend = service.model(body.model)
+        texts, _, _ = split_inputs(body.inputs)
+        service.check_count(texts, "inputs")
+        return json(backend.tokens.detail(texts, "inputs", body.add_special_tokens))
+
+    @app.post("/fill-mask")
+    async def fill_mask(body: FillMaskRequest, request: Request) -> Any:
+        started = perf_counter()
+        backend = service.model(body.model)
+        if backend.fill_mask is None:
+            raise ServeError(Kind.VALIDATION, f"model {backend.name!r} has no masked-LM head (an embedding-only "
+                             "package): use /embed, or serve a package exported with its head", param="model")
+        if not 1 <= body.top_k <= MAX_TOP_K:
+            raise ServeError(Kind.VALIDATION, f"top_k must be between 1 and {MAX_TOP_K}, got {body.top_k}",
+                             param="top_k")
+        targets = _targets(body.targets)
+        texts, _, single = split_inputs(body.inputs)
+        service.check_count(texts, "inputs")
+        encoded = backend.tokens.encode(texts, "inputs", truncate_flag(body.truncate))
+        mask = backend.fill_mask
+        for i, e in enumerate(encoded):
+            if mask.mask_id not in e.ids:
+                hint = " (it was truncated away)" if e.truncated else ""
+                raise ServeError(Kind.VALIDATION, f"inputs[{i}] has no {mask.mask_token} token{hint}: put "
+                                 f"{mask.mask_token} where the word to predict goes", param="inputs")
+        key = (bk.FILL_MASK, body.top_k, targets)
+        answer = await service.compute(backend, key, [(len(e.ids), t) for e, t in zip(encoded, texts)], request.receive)
+        return json(answer.results[0] if single else answer.results, answer.headers(started))
+
+    @app.post("/embed_words")
+    async def embed_words(body: WordsRequest, request: Request) -> Any:
+        started = perf_counter()
+        backend = service.model(body.model)
+        texts, _, _ = split_inputs(body.inputs)
+        service.check_count(texts, "inputs")
+        encoded = backend.tokens.encode(texts, "inputs", truncate_flag(body.truncate))
+        key = (bk.WORD, body.normalize)
+        answer = await service.compute(backend, key, [(len(e.ids), t) for e, t in zip(encoded, texts)], request.receive)
+        out = [{"words": r.words, "offsets": [list(o) for o in r.offsets], "embeddings": r.embeddings.tolist()}
+               for r in answer.results]
+        return json(out, answer.headers(started))
+
+    @app.get("/health")
+    async def health() -> Any:
+        ready = service.state == "ready"
+        return JSONResponse({"status": service.state}, status_code=200 if ready else 503)
+
+    @app.get("/info")
+    async def info() -> Any:
+        return json(service_info(service))
+
+    @app.get("/metrics")
+    async def metrics() -> Any:
+        content, media = service.metrics.render()
+        return Response(content, media_type=media)
+
+
+def _targets(value: str | list[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    words = [value] if isinstance(value, str) else list(value)
+    if not words:
+        raise ServeError(Kind.EMPTY, "targets is an empty list: leave it out, or name at least one word", param="targets")
+    for i, word in enumerate(words):
+        check_text(word, f"targets[{i}]")
+    return tuple(words)
+
+
+def service_info(service: Service) -> dict[str, Any]:
+    """TEI's /info keys (for the first model) plus every model's variant, provider and drift evidence."""
+    import onnxruntime
+    import tokenizers
+
+    from polyglot_onnx import __version__
+
+    cfg = service.config
+    models = [b.info() for b in service.backends.values()]
+    first = models[0] if models else {}
+    return {
+        "model_id": first.get("name"),
+        "model_dtype": first.get("variant"),
+        "model_type": {"embedding": {"pooling": first.get("pooling")}},
+        "max_concurrent_requests": cfg.max_concurrent_requests,
+        "max_input_length": first.get("max_input_length"),
+        "max_batch_tokens": cfg.max_batch_tokens,
+        "max_batch_requests": cfg.max_batch_rows,
+        "max_client_batch_size": cfg.max_client_batch_size,
+        "auto_truncate": cfg.auto_truncate,
+        "tokenization_workers": 1,
+        "version": __version__,
+        "state": service.state,
+        "models": models,
+        "limits": {
+            "max_batch_tokens": cfg.max_batch_tokens,
+            "max_client_batch_size": cfg.max_client_batch_size,
+            "max_concurrent_requests": cfg.max_concurrent_requests,
+            "payload_limit": cfg.payload_limit,
+            "auto_truncate": cfg.auto_truncate,
+            "api_key": cfg.api_key is not None,
+        },
+        "versions": {"polyglot_onnx": __version__, "onnxruntime": onnxruntime.__version__,
+                     "tokenizers": tokenizers.__version__},
+    }

@@ -1,0 +1,58 @@
+"""Request bodies, in the shapes the OpenAI and TEI clients send. Strict types: no silent coercion."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+
+TextOrIds = Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
+Texts = Union[StrictStr, list[StrictStr]]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class OpenAIEmbeddingRequest(_Body):
+    input: TextOrIds
+    model: StrictStr | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: StrictInt | None = None
+    user: StrictStr | None = None
+
+
+class EmbedRequest(_Body):
+    """TEI's /embed and /embed_all; ``model`` is our addition for servers with several models."""
+
+    inputs: TextOrIds
+    normalize: StrictBool = True
+    truncate: StrictBool | None = None
+    truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
+    dimensions: StrictInt | None = None
+    model: StrictStr | None = None
+
+
+class TokenizeRequest(_Body):
+    inputs: Texts
+    add_special_tokens: StrictBool = True
+    model: StrictStr | None = None
+
+
+class FillMaskRequest(_Body):
+    """The transformers fill-mask pipeline's arguments."""
+
+    inputs: Texts
+    top_k: StrictInt = 5
+    targets: Texts | None = None
+    truncate: StrictBool | None = None
+    model: StrictStr | None = None
+
+
+class WordsRequest(_Body):
+    """Word-level embeddings: subword vectors mean-pooled per word (the runtime's output='word')."""
+
+    inputs: Texts
+    normalize: StrictBool = True
+    truncate: StrictBool | None = None
+    model: StrictStr | None = None

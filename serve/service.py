@@ -1,0 +1,160 @@
+"""What the routes share: served models, their queues, health, metrics and request-level checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+from polyglot_onnx.errors import InputError, PolyglotError, first_line
+from polyglot_onnx.serve.backend import Backend
+from polyglot_onnx.serve.batching import BatchQueue, Ticket
+from polyglot_onnx.serve.config import ServeConfig
+from polyglot_onnx.serve.errors import Kind, ServeError
+from polyglot_onnx.serve.metrics import Metrics
+
+log = logging.getLogger("polyglot_onnx.serve")
+
+STARTING, READY, DRAINING = "starting", "ready", "draining"
+
+
+class ClientGone(Exception):
+    """The client disconnected while its inputs waited; nothing is sent back."""
+
+
+@dataclass
+class Answer:
+    """Results in input order plus what the timing headers report."""
+
+    results: list[Any]
+    tokens: int
+    queue_seconds: float
+    inference_seconds: float
+
+    def headers(self, started: float) -> dict[str, str]:
+        return {
+            "x-compute-tokens": str(self.tokens),
+            "x-queue-time": f"{self.queue_seconds * 1000:.3f}",
+            "x-inference-time": f"{self.inference_seconds * 1000:.3f}",
+            "x-total-time": f"{(perf_counter() - started) * 1000:.3f}",
+        }
+
+
+class Service:
+    def __init__(self, config: ServeConfig, backends: list[Backend] | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.state = STARTING
+        self.in_flight = 0
+        self.backends: dict[str, Backend] = {}
+        self.queues: dict[str, BatchQueue] = {}
+        if backends is not None:
+            self._register(backends)
+
+    def _register(self, backends: list[Backend]) -> None:
+        for backend in backends:
+            if backend.name in self.backends:
+                raise PolyglotError(
+                    f"two packages are served as {backend.name!r}: name them with --name NAME=DIR"
+                )
+            self.backends[backend.name] = backend
+
+    async def start(self) -> None:
+        """Load (when not given), warm up, start one queue per model; then /health says ready."""
+        if not self.backends:
+            loaded = [await asyncio.to_thread(Backend.load, spec, self.config) for spec in self.config.models]
+            self._register(loaded)
+        for name, backend in self.backends.items():
+            await asyncio.to_thread(backend.warm_up)
+            queue = BatchQueue(
+                backend.run,
+                self.config.max_batch_tokens,
+                self.config.max_batch_rows,
+                backend.pad_multiple,
+                on_batch=lambda report, n=name: self.metrics.observe_batch(n, report),
+                name=name,
+            )
+            queue.start()
+            self.queues[name] = queue
+            self.metrics.queue_depth.labels(name).set_function(lambda q=queue: q.depth)
+            self.metrics.model_info.labels(
+                name, str(backend.description.get("model")), backend.variant, backend.provider,
+                str(backend.batch_invariant).lower(),
+            ).set(1)
+        self.state = READY
+
+    async def stop(self) -> None:
+        self.state = DRAINING
+        for queue in self.queues.values():
+            await queue.stop()
+
+    def model(self, name: str | None) -> Backend:
+        """The named model, or the first served when the request names none; 404 lists what is served."""
+        if name is None:
+            return next(iter(self.backends.values()))
+        if name not in self.backends:
+            raise ServeError(
+                Kind.NOT_FOUND,
+                f"model {name!r} is not served here: choose one of {', '.join(map(repr, self.backends))}",
+                code="model_not_found",
+                param="model",
+            )
+        return self.backends[name]
+
+    def check_count(self, items: Sequence[Any], field: str) -> None:
+        if not items:
+            raise ServeError(Kind.EMPTY, f"{field} is empty: send at least one input", code="empty_input", param=field)
+        limit = self.config.max_client_batch_size
+        if len(items) > limit:
+            raise ServeError(
+                Kind.VALIDATION,
+                f"batch size {len(items)} > maximum allowed batch size {limit} (--max-client-batch-size): "
+                "split the request",
+                code="batch_too_large",
+                param=field,
+            )
+
+    async def compute(self, backend: Backend, key: Hashable, inputs: Sequence[tuple[int, Any]], receive: Any) -> Answer:
+        """Queue the inputs, wait for every result (in order); a client that leaves drops its inputs."""
+        queue = self.queues[backend.name]
+        ticket = queue.submit(key, inputs)
+        try:
+            results = await _wait(ticket, receive)
+        except ClientGone:
+            queue.cancel(ticket)
+            raise
+        except asyncio.CancelledError:  # a host that cancels the handler on disconnect (Ray Serve)
+            queue.cancel(ticket)
+            raise
+        except InputError as err:
+            raise ServeError(Kind.VALIDATION, str(err), code="invalid_value") from err
+        except Exception as err:  # noqa: BLE001 - onnxruntime and runtime failures of this batch
+            log.error("model %s: batch failed: %s", backend.name, first_line(err))
+            raise ServeError(
+                Kind.BACKEND, f"inference failed for this request's batch: {first_line(err)}", code="backend_failure"
+            ) from err
+        return Answer(results, ticket.tokens, ticket.queue_seconds, ticket.inference_seconds)
+
+
+async def _wait(ticket: Ticket, receive: Any) -> list[Any]:
+    if receive is None:
+        return await ticket.done
+    listener = asyncio.ensure_future(_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({ticket.done, listener}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not listener.done():
+            listener.cancel()
+    if ticket.done in done:
+        return ticket.done.result()
+    raise ClientGone()
+
+
+async def _disconnected(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            return

@@ -1,0 +1,300 @@
+"""Long inputs: banded local attention in ModernBERT exports, and windowed long documents at run time.
+
+Banded graphs are checked against the dense graph and against transformers' own forward at the
+window's edges and far beyond; windowed documents against an independent PyTorch windowing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import sample_lines
+from polyglot_onnx import Embedder, FillMask
+from polyglot_onnx import manifest as mf
+from polyglot_onnx.errors import FusionError, InputError, TruncationWarning
+from polyglot_onnx.export.passes import FusionCheck, op_counts_by_layer_kind
+from polyglot_onnx.export.validate import Tolerance
+
+WINDOW = 16  # tiny-modernbert's local_attention; transformers masks |i - j| > WINDOW // 2
+
+
+# ---------------------------------------------------------------- banded attention (export)
+
+
+@pytest.fixture(scope="module")
+def modernbert_graphs(tiny_models, tmp_path_factory) -> dict[str, Any]:
+    """The package's (banded) session, a dense export of the same checkpoint, and the PyTorch module."""
+    import onnxruntime as ort
+
+    from polyglot_onnx.export.graph import build_module, export_onnx
+    from polyglot_onnx.export.loading import load_checkpoint
+
+    tiny = tiny_models["tiny-modernbert"]
+    ckpt = load_checkpoint(str(tiny.checkpoint))
+    module = build_module(ckpt)
+    dense_path = tmp_path_factory.mktemp("dense") / "dense.onnx"
+    onnx.save(export_onnx(ckpt, module, banded=False), str(dense_path))
+    cpu = ["CPUExecutionProvider"]
+    return {
+        "banded": ort.InferenceSession(str(tiny.package / "model.onnx"), providers=cpu),
+        "dense": ort.InferenceSession(str(dense_path), providers=cpu),
+        "dense_model": onnx.load(str(dense_path)),
+        "module": module,
+        "ckpt": ckpt,
+    }
+
+
+def _batch(lengths: list[int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Right-padded random ids (above the special ids) with a mask position in every row."""
+    rng = np.random.default_rng(seed)
+    width = max(lengths)
+    ids = np.zeros((len(lengths), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for b, n in enumerate(lengths):
+        ids[b, :n] = rng.integers(5, 1500, n)
+        mask[b, :n] = 1
+    positions = np.asarray([b * width + n // 2 for b, n in enumerate(lengths)], dtype=np.int64)
+    return {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask, mf.MASK_POSITIONS: positions}
+
+
+def _assert_close(got: list[np.ndarray], ref: list[np.ndarray], mask: np.ndarray, what: str) -> None:
+    tol = Tolerance()
+    valid = mask.astype(bool)
+    for k, (a, b) in enumerate(zip(got, ref)):
+        if k == 0:  # token embeddings: padded positions carry no meaning
+            a, b = a[valid], b[valid]
+        assert np.isfinite(a).all(), what
+        np.testing.assert_allclose(a, b, atol=tol.atol, rtol=tol.rtol, err_msg=f"{what}, output {k}")
+
+
+def _torch(module: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        return [t.numpy() for t in module(*(torch.from_numpy(feeds[n]) for n in feeds))]
+
+
+EDGE_LENGTHS = [1, WINDOW - 1, WINDOW, WINDOW + 1, 3 * WINDOW + 7, 1000]
+
+
+def test_modernbert_exports_banded_by_default_with_per_kind_counts(tiny_models):
+    manifest = mf.read_manifest(tiny_models["tiny-modernbert"].package)
+    assert manifest.model.local_attention == "banded"
+    counts = manifest.variants["fp32"].op_counts
+    # tiny-modernbert: layer 0 global, layers 1 and 2 local
+    assert counts["Attention"] == manifest.model.num_layers == 3
+    assert (counts["Attention.local"], counts["Attention.global"]) == (2, 1)
+    assert (counts["RotaryEmbedding.local"], counts["RotaryEmbedding.global"]) == (4, 2)
+    assert mf.read_manifest(tiny_models["tiny-bert"].package).model.local_attention is None
+
+
+def test_banded_equals_dense_and_pytorch_at_the_window_edges(modernbert_graphs):
+    """Each length alone and all in one padded batch; 1,000 is past the tiny model's 512 maximum on purpose."""
+    g = modernbert_graphs
+    for lengths in [[n] for n in EDGE_LENGTHS] + [EDGE_LENGTHS, [WINDOW // 2 + 1, WINDOW // 2, 3]]:
+        feeds = _batch(lengths)
+        ref = _torch(g["module"], feeds)
+        banded = g["banded"].run(None, feeds)
+        _assert_close(banded, ref, feeds[mf.ATTENTION_MASK], f"banded vs torch at {lengths}")
+        _assert_close(banded, g["dense"].run(None, feeds), feeds[mf.ATTENTION_MASK], f"banded vs dense at {lengths}")
+
+
+def test_local_layers_attend_over_three_blocks_only(tiny_models, tmp_path):
+    """The profile shows the band: local Attention reads [batch x blocks, heads, 8, d] x 24 keys, not 200."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp_path / "prof")
+    sess = ort.InferenceSession(
+        str(tiny_models["tiny-modernbert"].package / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+    )
+    sess.run(None, _batch([200, 150]))
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    keys = [
+        list(e["args"]["input_type_shape"][1].values())[0]
+        for e in events
+        if e.get("cat") == "Node" and e["args"].get("op_name") == "Attention"
+    ]
+    half = WINDOW // 2
+    assert sorted(k[2] for k in keys) == [3 * half, 3 * half, 200], keys
+    assert sorted(k[0] for k in keys) == [2, 2 * 200 // half, 2 * 200 // half]  # local: batch 2 x 25 blocks
+
+
+def test_dense_export_is_kept_for_comparison(modernbert_graphs):
+    counts = op_counts_by_layer_kind(modernbert_graphs["dense_model"], {"Attention"}, ["global", "local", "local"])
+    assert counts == {"Attention.global": 1, "Attention.local": 2}
+
+
+def test_fusion_check_counts_each_kind_of_layer(modernbert_graphs):
+    model = modernbert_graphs["dense_model"]
+    kinds = ["global", "local", "local"]
+    FusionCheck({"Attention": 3, "Attention.local": 2, "Attention.global": 1}, kinds).apply(model)
+    with pytest.raises(FusionError, match="Attention.local: 1 found, 2 expected"):
+        FusionCheck({"Attention.local": 2}, ["global", "local", "global"]).apply(model)
+
+
+def test_banded_export_validates_beyond_two_windows(tiny_models):
+    cases = mf.read_manifest(tiny_models["tiny-modernbert"].package).variants["fp32"].validation["cases"]
+    assert [6, 3 * WINDOW + 7] in cases  # the window-edge batch: 55, 17, 16, 15, 9, 3 tokens
+
+
+@pytest.mark.slow
+def test_banded_equals_pytorch_at_4096_and_8192(modernbert_graphs):
+    """The tiny model far past its 512 maximum (rotary positions are computed, not looked up)."""
+    g = modernbert_graphs
+    feeds = _batch([8192, 4096, 1])
+    _assert_close(g["banded"].run(None, feeds), _torch(g["module"], feeds), feeds[mf.ATTENTION_MASK], "8192 batch")
+    feeds = _batch([4096, WINDOW + 1])
+    _assert_close(g["banded"].run(None, feeds), g["dense"].run(None, feeds), feeds[mf.ATTENTION_MASK], "4096 dense")
+
+
+# ---------------------------------------------------------------- windowed long documents (runtime)
+
+
+LONG = " ".join(sample_lines())  # ~1,000 tokens: over tiny-bert's 256 and tiny-modernbert's 512
+
+
+def _torch_windowed(checkpoint: Path, text: str, max_length: int, stride: int) -> tuple[list[int], np.ndarray]:
+    """Independent reference: transformers tokenizer and forward per window, merged with plain loops."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModel.from_pretrained(checkpoint, attn_implementation="sdpa").eval()
+    ids = tok(text, truncation=False)["input_ids"]
+    first, content, last = ids[0], ids[1:-1], ids[-1]  # both tiny tokenizers frame a text with one token each side
+    room = max_length - 2
+    starts = []
+    s = 0
+    while s + room < len(content):
+        starts.append(s)
+        s += stride
+    starts.append(len(content) - room)
+    outs = []
+    for s in starts:
+        window = torch.tensor([[first] + content[s : s + room] + [last]])
+        with torch.no_grad():
+            outs.append(model(input_ids=window, attention_mask=torch.ones_like(window)).last_hidden_state[0].numpy())
+    merged = [outs[0][0]]
+    for t in range(len(content)):
+        best, best_distance = 0, None
+        for k, s in enumerate(starts):
+            if s <= t < s + room:
+                distance = abs(t - (s + (room - 1) / 2))
+                if best_distance is None or distance < best_distance:
+                    best, best_distance = k, distance
+        merged.append(outs[best][1 + t - starts[best]])
+    merged.append(outs[-1][-1])
+    return ids, np.stack(merged)
+
+
+@pytest.mark.parametrize("stride", [None, 100])
+def test_window_matches_an_independent_pytorch_windowing(mlm, stride):
+    emb = Embedder.load(mlm.package, provider="cpu")
+    max_length = emb.engine.text.max_length
+    room = max_length - 2
+    ids, ref = _torch_windowed(mlm.checkpoint, LONG, max_length, stride or room // 2)
+    assert len(ids) > 2 * max_length
+    short = sample_lines(1)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncationWarning)  # nothing is truncated
+        tokens = emb.encode([short, LONG], output="token", normalize=False, long_text="window", window_stride=stride)
+        vectors = emb.encode([LONG, short], normalize=False, pooling="mean", long_text="window", window_stride=stride)
+    assert tokens[1].embeddings.shape == ref.shape and len(tokens[1].tokens) == len(ids)
+    np.testing.assert_allclose(tokens[1].embeddings, ref, atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(vectors[0], ref.mean(axis=0), atol=1e-4, rtol=1e-3)
+    # the short text rode in the same call and is what 'truncate' gives it
+    np.testing.assert_allclose(vectors[1], emb.encode([short], normalize=False, pooling="mean")[0], atol=1e-6)
+    cls = emb.encode([LONG], normalize=False, pooling="cls", long_text="window", window_stride=stride)[0]
+    np.testing.assert_allclose(cls, ref[0], atol=1e-4, rtol=1e-3)
+
+
+def test_window_words_cover_the_whole_document(tiny_models):
+    from tokenizers import Tokenizer
+
+    emb = Embedder.load(tiny_models["tiny-bert"].package, provider="cpu")
+    whole = Tokenizer.from_file(str(tiny_models["tiny-bert"].package / "tokenizer.json"))
+    whole.no_truncation()
+    encoding = whole.encode(LONG)
+    words = emb.encode(LONG, output="word", long_text="window")[0]
+    assert len(words.words) == len({w for w in encoding.word_ids if w is not None})
+    assert words.offsets[-1][1] == len(LONG.rstrip())
+    tokens = emb.encode(LONG, output="token", long_text="window")[0]
+    assert tokens.tokens == encoding.tokens and tokens.offsets == [tuple(o) for o in encoding.offsets]
+    assert np.allclose(np.linalg.norm(tokens.embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_truncate_stays_as_today(mlm, torch_reference):
+    emb = Embedder.load(mlm.package, provider="cpu")
+    short = sample_lines(1)[0]
+    with pytest.warns(TruncationWarning):
+        default = emb.encode([LONG, short], normalize=False)
+    with pytest.warns(TruncationWarning):
+        explicit = emb.encode([LONG, short], normalize=False, long_text="truncate")
+    np.testing.assert_array_equal(default, explicit)
+    ref = torch_reference(mlm.name, LONG).mean(axis=0)  # PyTorch on the truncated text
+    np.testing.assert_allclose(default[0], ref, atol=1e-4, rtol=1e-3)
+    windowed = emb.encode([LONG, short], normalize=False, long_text="window")
+    assert not np.allclose(windowed[0], default[0], atol=1e-3)  # the rest of the text counts now
+    np.testing.assert_allclose(windowed[1], default[1], atol=1e-6)
+
+
+def test_bad_long_text_arguments(tiny_models):
+    emb = Embedder.load(tiny_models["tiny-bert"].package, provider="cpu")
+    with pytest.raises(InputError, match="unknown long_text 'all'"):
+        emb.encode("x", long_text="all")
+    for stride in (0, 255, 1.5):
+        with pytest.raises(InputError, match="window_stride must be an integer from 1 to 254"):
+            emb.encode(LONG, long_text="window", window_stride=stride)
+
+
+def test_fill_mask_on_a_long_text_centres_a_window_on_each_mask(tiny_models, caplog):
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tiny = tiny_models["tiny-bert"]
+    fm = FillMask.load(tiny.package, provider="cpu")
+    words = LONG.split()
+    text = " ".join(words[:3] + ["[MASK]"] + words[3:300] + ["[MASK]"] + words[300:])
+    with caplog.at_level(logging.INFO, logger="polyglot_onnx"):
+        ours = fm(text, top_k=3)
+    assert "each of its 2 mask(s) is predicted in a 256-token window centred on it" in caplog.text
+    tok = AutoTokenizer.from_pretrained(tiny.checkpoint)
+    model = AutoModelForMaskedLM.from_pretrained(tiny.checkpoint, attn_implementation="sdpa").eval()
+    ids = tok(text, truncation=False)["input_ids"]
+    content, room = ids[1:-1], 254
+    masks = [t for t, i in enumerate(content) if i == tok.mask_token_id]
+    assert len(masks) == 2 and masks[1] > room and len(ours) == 2
+    for t, preds in zip(masks, ours):
+        start = min(max(t - room // 2, 0), len(content) - room)
+        window = torch.tensor([[ids[0]] + content[start : start + room] + [ids[-1]]])
+        with torch.no_grad():
+            logits = model(input_ids=window).logits[0, 1 + t - start]
+        probs = torch.softmax(logits.double(), -1)
+        top = torch.topk(probs, 3)
+        assert [p["token"] for p in preds] == top.indices.tolist()
+        np.testing.assert_allclose([p["score"] for p in preds], top.values.numpy(), rtol=1e-3)
+
+
+def test_cli_embed_long_text_window(tiny_models):
+    pkg = str(tiny_models["tiny-bert"].package)
+    res = subprocess.run(
+        [sys.executable, "-m", "polyglot_onnx", "embed", pkg, "--json", "--long-text", "window",
+         "--window-stride", "200", "--output", "token", LONG],
+        capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr
+    tokens = json.loads(res.stdout)["embeddings"][0]["tokens"]
+    assert len(tokens) > 2 * 256

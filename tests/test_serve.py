@@ -1,0 +1,334 @@
+"""The HTTP server as users run it: a real process, real clients (httpx, openai), the runtime's answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'polyglot-onnx[serve]'")
+pytest.importorskip("openai", reason="the test extra installs the openai client")
+
+import httpx  # noqa: E402
+import openai  # noqa: E402
+from conftest import sample_lines  # noqa: E402
+from serve_helpers import start_server  # noqa: E402
+
+from polyglot_onnx import Embedder, FillMask  # noqa: E402
+
+KEY = "test-key-123"
+JSON = {"content-type": "application/json"}
+
+
+def normalized(x):
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@pytest.fixture(scope="module")
+def packages(tiny_models, quantized):
+    return {"bert": tiny_models["tiny-bert"].package, "enc": tiny_models["tiny-encoder"].package,
+            "mm": quantized["tiny-modernbert"]}
+
+
+@pytest.fixture(scope="module")
+def server(packages):
+    srv = start_server(*(f"--name={n}={p}" for n, p in packages.items()), "--threads", "1",
+                       "--max-client-batch-size", "8", "--payload-limit", "20000")
+    yield srv
+    assert srv.stop() == 0, srv.output()
+
+
+@pytest.fixture(scope="module")
+def local(packages):
+    """The in-process runtime on the same packages: what every HTTP answer must equal."""
+    return {n: Embedder.load(p, provider="cpu", threads=1) for n, p in packages.items()}
+
+
+def post(server, path, body, **kw):
+    return httpx.post(f"{server.url}{path}", json=body, timeout=30, **kw)
+
+
+def test_openai_client_float_and_base64_equal_the_runtime(server, local):
+    texts = sample_lines(5)
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    expected = local["bert"].encode(texts, batch_size=len(texts))
+    as_b64 = client.embeddings.create(model="bert", input=texts)  # the client asks for base64 by default
+    as_float = client.embeddings.create(model="bert", input=texts, encoding_format="float")
+    for res in (as_b64, as_float):
+        got = np.array([d.embedding for d in res.data], dtype=np.float32)
+        np.testing.assert_array_equal(got, expected)
+        assert [d.index for d in res.data] == list(range(5)) and res.model == "bert"
+    tokens = sum(len(e.ids) for e in local["bert"].engine.text.encode(texts))
+    assert as_float.usage.prompt_tokens == tokens == as_float.usage.total_tokens
+    small = client.embeddings.create(model="bert", input=texts[:2], dimensions=16, encoding_format="float")
+    raw = local["bert"].encode(texts[:2], normalize=False)
+    np.testing.assert_array_equal(np.array([d.embedding for d in small.data], np.float32), normalized(raw[:, :16]))
+    one = client.embeddings.create(model="mm", input=texts[0], encoding_format="float")
+    np.testing.assert_array_equal(np.array(one.data[0].embedding, np.float32), local["mm"].encode([texts[0]])[0])
+
+
+def test_tei_routes_equal_the_runtime(server, local):
+    emb = local["bert"]
+    texts = sample_lines(4)
+    res = post(server, "/embed", {"inputs": texts, "normalize": False})
+    assert res.status_code == 200
+    np.testing.assert_array_equal(np.array(res.json(), np.float32), emb.encode(texts, normalize=False))
+    assert int(res.headers["x-compute-tokens"]) > 0
+    assert all(float(res.headers[h]) >= 0 for h in ("x-queue-time", "x-inference-time", "x-total-time"))
+    # token ids from /tokenize give the same vector as the text
+    tok = post(server, "/tokenize", {"inputs": texts[0]}).json()[0]
+    enc = emb.engine.text.encode([texts[0]])[0]
+    assert [t["id"] for t in tok] == enc.ids and [t["text"] for t in tok] == enc.tokens
+    assert tok[1]["start"] == enc.offsets[1][0] and tok[0]["special"] and tok[0]["start"] is None
+    by_ids = post(server, "/embed", {"inputs": [t["id"] for t in tok]}).json()
+    np.testing.assert_array_equal(np.array(by_ids, np.float32), emb.encode([texts[0]]))
+    # token and word vectors
+    all_tokens = post(server, "/embed_all", {"inputs": texts[:2]}).json()
+    for got, want in zip(all_tokens, emb.encode(texts[:2], output="token", normalize=False)):
+        np.testing.assert_array_equal(np.array(got, np.float32), want.embeddings)
+    words = post(server, "/embed_words", {"inputs": [texts[1]]}).json()[0]
+    want = emb.encode([texts[1]], output="word")[0]
+    assert words["words"] == want.words and [tuple(o) for o in words["offsets"]] == want.offsets
+    np.testing.assert_array_equal(np.array(words["embeddings"], np.float32), want.embeddings)
+    # left truncation keeps the end of an over-long text
+    long_text = " ".join(sample_lines())
+    left = post(server, "/embed", {"inputs": long_text, "truncation_direction": "Left"})
+    right = post(server, "/embed", {"inputs": long_text})
+    assert left.status_code == right.status_code == 200 and left.json() != right.json()
+
+
+def test_fill_mask_keeps_the_transformers_pipeline_contract(server, packages):
+    fm = FillMask.load(packages["bert"], provider="cpu", threads=1)
+    m = fm.mask_token
+    single = f"Paris est la {m} de la France."
+    res = post(server, "/fill-mask", {"model": "bert", "inputs": single, "top_k": 3})
+    assert res.status_code == 200 and res.json() == fm(single, top_k=3)  # one text, one mask: flat list
+    assert set(res.json()[0]) == {"score", "token", "token_str", "sequence"}
+    texts = [f"Der Hund spielt im {m}.", f"{m} — столица {m}."]
+    several = post(server, "/fill-mask", {"model": "bert", "inputs": texts, "top_k": 2}).json()
+    assert several == fm(texts, top_k=2)
+    assert len(several[1]) == 2 and len(several[1][0]) == 2  # two masks -> one list per mask
+    targets = post(server, "/fill-mask", {"model": "bert", "inputs": single, "targets": ["la", "la", "le"]}).json()
+    assert targets == fm(single, targets=["la", "la", "le"]) and len(targets) <= 2  # targets deduplicated
+
+
+def test_info_health_and_what_runs(server, local):
+    assert httpx.get(f"{server.url}/health").json() == {"status": "ready"}
+    info = httpx.get(f"{server.url}/info").json()
+    models = {m["name"]: m for m in info["models"]}
+    assert set(models) == {"bert", "enc", "mm"}
+    for name, emb in local.items():
+        assert models[name]["variant"] == emb.variant and models[name]["provider"] == "CPUExecutionProvider"
+        assert models[name]["drift"] == emb.describe()["drift"]
+        assert "batch_invariant" in models[name]
+    assert models["mm"]["drift"] is not None  # the quantized package carries its drift evidence
+    assert models["enc"]["fill_mask"] is False and models["bert"]["mask_token"] == "[MASK]"
+    assert info["max_batch_tokens"] == 16384 and info["max_client_batch_size"] == 8
+
+
+def test_fifty_concurrent_clients_all_correct_in_order(server, local):
+    lines = sample_lines()
+    expected = {t: local["bert"].encode([t])[0] for t in lines}
+    errors: list[str] = []
+    done = [0]
+
+    async def client(seed: int, stop: float, http: httpx.AsyncClient) -> None:
+        rng = random.Random(seed)
+        while time.monotonic() < stop:
+            texts = rng.sample(lines, rng.randint(1, 3))
+            res = await http.post("/embed", json={"inputs": texts, "model": "bert"})
+            if res.status_code != 200:
+                errors.append(f"{res.status_code} {res.text}")
+                continue
+            got = np.array(res.json(), np.float32)
+            want = np.stack([expected[t] for t in texts])
+            if got.shape != want.shape or not np.allclose(got, want, atol=2e-5):  # fp32: batch-mates move bits
+                errors.append(f"wrong vectors for {texts}")
+            done[0] += 1
+
+    async def main() -> None:
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as http:
+            stop = time.monotonic() + 2.0
+            await asyncio.gather(*(client(i, stop, http) for i in range(50)))
+
+    before = _metric(server, "polyglot_batch_size_count", model="bert")
+    rows_before = _metric(server, "polyglot_batch_size_sum", model="bert")
+    asyncio.run(main())
+    assert errors == [] and done[0] >= 50
+    batches = _metric(server, "polyglot_batch_size_count", model="bert") - before
+    rows = _metric(server, "polyglot_batch_size_sum", model="bert") - rows_before
+    assert rows / batches > 1.5  # concurrent requests were merged into batches
+
+
+@pytest.mark.parametrize(
+    "path, body, status, needle",
+    [
+        ("/embed", {"inputs": []}, 400, "empty"),
+        ("/embed", {"inputs": ["a"] * 9}, 422, "batch size 9 > maximum allowed batch size 8"),
+        ("/embed", {"inputs": "x", "model": "nope"}, 404, "'bert', 'enc', 'mm'"),
+        ("/embed", {"inputs": 3}, 422, "'inputs'"),
+        ("/embed", {"inputs": ["a", 3]}, 422, "'inputs"),
+        ("/embed", {"inputs": "a", "normalize": "yes"}, 422, "'normalize'"),
+        ("/embed", {}, 422, "'inputs' is required"),
+        ("/embed", {"inputs": "a", "dimensions": 0}, 422, "dimensions must be between 1 and the model's 64"),
+        ("/embed", {"inputs": [[2, 999999, 3]]}, 422, "token id 999999"),
+        ("/embed", {"inputs": [[]]}, 400, "empty token list"),
+        ("/embed", {"inputs": "x" * 30000}, 413, "payload limit of 20000 bytes"),
+        ("/embed", {"inputs": ["ok", "bad \ud800"]}, 422, "inputs[1] contains a lone surrogate"),
+        ("/embed_all", {"inputs": "\udc00"}, 422, "lone surrogate"),
+        ("/embed_words", {"inputs": "\ud800x"}, 422, "lone surrogate"),
+        ("/tokenize", {"inputs": "\ud800"}, 422, "lone surrogate"),
+        ("/fill-mask", {"inputs": "a \ud800 [MASK]"}, 422, "lone surrogate"),
+        ("/fill-mask", {"inputs": "[MASK]", "targets": ["\ud800"]}, 422, "targets[0] contains a lone surrogate"),
+        ("/fill-mask", {"inputs": "no mask here", "model": "bert"}, 422, "has no [MASK] token"),
+        ("/fill-mask", {"inputs": "a [MASK]", "model": "enc"}, 422, "no masked-LM head"),
+        ("/fill-mask", {"inputs": "a [MASK]", "top_k": 0}, 422, "top_k must be between 1"),
+        ("/fill-mask", {"inputs": "a [MASK]", "targets": []}, 400, "targets is an empty list"),
+    ],
+)
+def test_tei_error_paths(server, path, body, status, needle):
+    res = httpx.post(f"{server.url}{path}", content=json.dumps(body), headers=JSON, timeout=30)
+    assert res.status_code == status, res.text
+    data = res.json()
+    assert set(data) == {"error", "error_type"} and needle in data["error"], data
+
+
+def test_openai_error_paths(server):
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as err:
+        client.embeddings.create(model="nope", input="x")
+    assert err.value.body["code"] == "model_not_found" and "'bert'" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="bert", input=[])
+    res = httpx.post(f"{server.url}/v1/embeddings", content=b'{"input": "x", "model": ', headers=JSON)
+    assert res.status_code == 422 and "not valid JSON" in res.json()["error"]["message"]
+    res = httpx.post(f"{server.url}/v1/embeddings", json={"input": "x", "model": "bert", "encoding_format": "hex"})
+    assert res.status_code == 422 and res.json()["error"]["param"] == "encoding_format"
+
+
+def test_metrics_parse_and_count_the_requests_sent(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    before = _requests(server)
+    sent = {("/embed", "200"): 3, ("/embed", "422"): 2, ("/v1/embeddings", "404"): 1}
+    tokens = 0
+    for _ in range(3):
+        tokens += int(post(server, "/embed", {"inputs": "metrics text", "model": "enc"}).headers["x-compute-tokens"])
+    for _ in range(2):
+        post(server, "/embed", {"inputs": 5})
+    post(server, "/v1/embeddings", {"input": "x", "model": "nope"})
+    after = _requests(server)
+    for key, count in sent.items():
+        assert after.get(key, 0) - before.get(key, 0) == count, key
+    assert sum(after.values()) - sum(before.values()) == sum(sent.values()) + 1  # + the first /metrics read
+    text = httpx.get(f"{server.url}/metrics").text
+    names = {f.name for f in text_string_to_metric_families(text)}
+    for name in ("polyglot_request_duration_seconds", "polyglot_queue_duration_seconds",
+                 "polyglot_inference_duration_seconds", "polyglot_batch_size", "polyglot_batch_tokens",
+                 "polyglot_tokens", "polyglot_queue_depth", "polyglot_requests_in_flight", "polyglot_model_info"):
+        assert name in names, name
+    assert _metric(server, "polyglot_tokens_total", model="enc") == tokens
+
+
+def _samples(server):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics").text
+    return [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+
+def _requests(server):
+    return {(s.labels["route"], s.labels["status"]): s.value for s in _samples(server)
+            if s.name == "polyglot_requests_total"}
+
+
+def _metric(server, name, **labels):
+    return sum(s.value for s in _samples(server) if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.fixture(scope="module")
+def strict(packages):
+    srv = start_server(str(packages["bert"]), "--threads", "1", "--no-auto-truncate", "--max-concurrent-requests", "2",
+                       env={"POLYGLOT_API_KEY": KEY})
+    yield srv
+    srv.stop()
+
+
+def test_api_key_guards_every_route_but_health(strict):
+    assert httpx.get(f"{strict.url}/health").status_code == 200
+    for path in ("/info", "/metrics"):
+        res = httpx.get(f"{strict.url}{path}")
+        assert res.status_code == 401 and res.headers["www-authenticate"] == "Bearer"
+    assert post(strict, "/embed", {"inputs": "x"}).status_code == 401
+    assert post(strict, "/embed", {"inputs": "x"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert post(strict, "/embed", {"inputs": "x"}, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{strict.url}/v1", api_key="wrong", max_retries=0).embeddings.create(model="x", input="x")
+    client = openai.OpenAI(base_url=f"{strict.url}/v1", api_key=KEY, max_retries=0)
+    assert client.embeddings.create(model="tiny-bert", input="x").model == "tiny-bert"  # named after the package
+
+
+def test_too_long_without_auto_truncate_names_length_and_limit(strict):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    long_text = " ".join(sample_lines())
+    res = post(strict, "/embed", {"inputs": long_text}, headers=auth)
+    assert res.status_code == 422 and "over the model maximum of 256" in res.json()["error"]
+    assert post(strict, "/embed", {"inputs": long_text, "truncate": True}, headers=auth).status_code == 200
+
+
+def test_overload_is_refused_with_retry_after(strict):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"inputs": [" ".join(sample_lines(8))] * 4}
+
+    async def main():
+        async with httpx.AsyncClient(base_url=strict.url, headers=auth, timeout=60) as http:
+            return await asyncio.gather(*(http.post("/embed", json=body) for _ in range(24)))
+
+    results = asyncio.run(main())
+    codes = [r.status_code for r in results]
+    assert 200 in codes and 429 in codes and set(codes) <= {200, 429}, codes
+    refused = next(r for r in results if r.status_code == 429)
+    assert refused.headers["retry-after"] == "1" and refused.json()["error_type"] == "Overloaded"
+
+
+def test_sigterm_answers_requests_in_flight_and_exits_0(packages):
+    srv = start_server(str(packages["bert"]), "--threads", "1", "--max-batch-tokens", "512")
+    body = {"inputs": [" ".join(sample_lines(12))[:2000]] * 8}
+    answered: list[int] = []
+
+    async def main():
+        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as http:
+            async def one():
+                answered.append((await http.post("/embed", json=body)).status_code)
+
+            tasks = [asyncio.create_task(one()) for _ in range(30)]
+            await asyncio.sleep(0.3)  # every request sent and queued
+            in_flight_at_signal = 30 - len(answered)
+            srv.proc.send_signal(15)
+            await asyncio.gather(*tasks)
+            return in_flight_at_signal
+
+    in_flight = asyncio.run(main())
+    assert srv.proc.wait(60) == 0, srv.output()
+    assert in_flight > 0 and answered == [200] * 30
+
+
+def test_a_bad_package_refuses_to_start_with_one_line(tiny_models, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(tiny_models["tiny-bert"].package, pkg)
+    with open(pkg / "model.onnx", "r+b") as fh:
+        fh.seek(200)
+        fh.write(b"\0\0\0\0")
+    res = subprocess.run([sys.executable, "-m", "polyglot_onnx", "serve", str(pkg), "--port", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("polyglot-onnx: error: package file model.onnx")

@@ -1,0 +1,109 @@
+"""The serving queue on its own: token budget, oldest-first, order restored, dropped clients, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'polyglot-onnx[serve]'")
+
+from polyglot_onnx.errors import InputError, PolyglotError  # noqa: E402
+from polyglot_onnx.serve.batching import BatchQueue  # noqa: E402
+
+
+class Recorder:
+    """A fake model: returns each payload doubled, records every batch it was given."""
+
+    def __init__(self, fail_on: object = None, bad_input: object = None) -> None:
+        self.batches: list[list[object]] = []
+        self.fail_on = fail_on
+        self.bad_input = bad_input
+
+    def __call__(self, key, payloads):
+        self.batches.append(list(payloads))
+        if self.fail_on in payloads:
+            raise PolyglotError("onnxruntime failed on a batch")
+        if self.bad_input in payloads:
+            raise InputError("bad input")
+        return [(key, p, p * 2) for p in payloads]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_budget_order_and_oldest_first():
+    rec = Recorder()
+
+    async def go():
+        queue = BatchQueue(rec, max_batch_tokens=40, name="t")
+        queue.start()
+        # queued before the worker gets a turn: one cut sees all of them
+        a = queue.submit(("s",), [(10, 1), (3, 2), (12, 3)])
+        b = queue.submit(("s",), [(4, 4), (50, 5)])  # 50 > budget: runs alone, still runs
+        c = queue.submit(("t",), [(2, 6)])  # another group key never shares a batch
+        results = await asyncio.gather(a.done, b.done, c.done)
+        await queue.stop()
+        return results
+
+    ra, rb, rc = run(go())
+    assert [r[1] for r in ra] == [1, 2, 3] and [r[1] for r in rb] == [4, 5] and rc == [(("t",), 6, 12)]
+    lengths = {1: 10, 2: 3, 3: 12, 4: 4, 5: 50, 6: 2}
+    for batch in rec.batches:
+        width = max(lengths[p] for p in batch)
+        assert len(batch) == 1 or len(batch) * width <= 40, batch
+        assert [lengths[p] for p in batch] == sorted((lengths[p] for p in batch), reverse=True)
+    assert [5] in rec.batches and [6] in rec.batches
+    # the first batch holds the oldest input (payload 1)
+    assert 1 in rec.batches[0]
+
+
+def test_cancelled_inputs_are_not_computed():
+    rec = Recorder()
+
+    async def go():
+        queue = BatchQueue(rec, max_batch_tokens=1000, name="t")
+        queue.start()
+        gone = queue.submit(("s",), [(5, 1), (5, 2)])
+        kept = queue.submit(("s",), [(5, 3)])
+        queue.cancel(gone)
+        assert queue.depth == 1
+        out = await kept.done
+        await queue.stop()
+        return out
+
+    assert [r[1] for r in run(go())] == [3]
+    assert all(p not in (1, 2) for batch in rec.batches for p in batch)
+
+
+def test_backend_failure_fails_only_its_batch_and_bad_input_only_its_request():
+    async def go(rec, first, second):
+        queue = BatchQueue(rec, max_batch_tokens=1000, name="t")
+        queue.start()
+        a = queue.submit(("s",), first)
+        b = queue.submit(("s",), second)
+        out = await asyncio.gather(a.done, b.done, return_exceptions=True)
+        after = await queue.submit(("s",), [(3, 9)]).done  # still serving
+        await queue.stop()
+        return out, after
+
+    (ra, rb), after = run(go(Recorder(fail_on=1), [(5, 1)], [(5, 2)]))
+    assert isinstance(ra, PolyglotError) and isinstance(rb, PolyglotError)  # one batch: both fail
+    assert after[0][1] == 9
+    (ra, rb), _ = run(go(Recorder(bad_input=1), [(5, 1)], [(5, 2)]))
+    assert isinstance(ra, InputError) and [r[1] for r in rb] == [2]  # retried alone: the neighbour succeeds
+
+
+def test_no_batching_mode_runs_one_row_at_a_time():
+    rec = Recorder()
+
+    async def go():
+        queue = BatchQueue(rec, max_batch_tokens=1000, max_batch_rows=1, name="t")
+        queue.start()
+        out = await queue.submit(("s",), [(3, 1), (4, 2), (5, 3)]).done
+        await queue.stop()
+        return out
+
+    assert [r[1] for r in run(go())] == [1, 2, 3]
+    assert all(len(b) == 1 for b in rec.batches)
