@@ -92,6 +92,9 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
         "versions": _versions(),
     }
     previous = runfile.read_run(out) if out.is_dir() else None
+    if out.is_dir():  # temporary files of a run killed mid-write
+        for stray in list(out.glob(".*.tmp-*")):
+            stray.unlink()
     if previous is None:
         if resume:
             raise JobError(f"nothing to resume in {out} (no {runfile.RUN_FILE}): run without --resume to start")

@@ -9,6 +9,7 @@ file are embedded again and dropped (they are never written twice).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -38,17 +39,19 @@ def read_dataset(paths: list[str], fmt: str, text_column: str, id_column: str | 
     """Ray Data's readers, with a ``path`` column so the driver knows where each row came from."""
     ray = _ray()
     columns = [c for c in (text_column, id_column) if c]
+    # Readers reserve no CPU: the actors hold every CPU they asked for, and a reader waiting for one
+    # would stall the pipeline (reading is light next to the model).
     if fmt == "parquet":
-        return ray.data.read_parquet(paths, columns=columns, include_paths=True)
+        return ray.data.read_parquet(paths, columns=columns, include_paths=True, num_cpus=0)
     if fmt == "csv":
         import pyarrow as pa
         import pyarrow.csv as pcsv
 
         convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in columns}, include_columns=columns)
-        return ray.data.read_csv(paths, convert_options=convert, include_paths=True)
+        return ray.data.read_csv(paths, convert_options=convert, include_paths=True, num_cpus=0)
     from polyglot_onnx.jobs.ray_actor import LinesDatasource
 
-    return ray.data.read_datasource(LinesDatasource(paths, block_rows, include_paths=True))
+    return ray.data.read_datasource(LinesDatasource(paths, block_rows, include_paths=True), num_cpus=0)
 
 
 def ray_chunks(plan: Any, progress: JobProgress) -> Iterator[tuple[Chunk, Encoded]]:
@@ -58,7 +61,10 @@ def ray_chunks(plan: Any, progress: JobProgress) -> Iterator[tuple[Chunk, Encode
 
     o = plan.options
     if not ray.is_initialized():
-        ray.init(address=o.ray_address, log_to_driver=False, include_dashboard=False)
+        # An address joins an existing cluster (ray://head:10001, or "auto" on a node of it); none starts a local one.
+        extra = {} if o.ray_address else {"include_dashboard": False}
+        ray.init(address=o.ray_address, log_to_driver=False, logging_level="warning", **extra)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
@@ -70,7 +76,7 @@ def ray_chunks(plan: Any, progress: JobProgress) -> Iterator[tuple[Chunk, Encode
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"package": str(plan.package.resolve()),
                                                            "options": actor_options, "fmt": plan.fmt},
                         batch_size=min(RAY_BATCH_ROWS, o.shard_size), batch_format="pyarrow",
-                        concurrency=o.actors, num_cpus=o.cpus_per_actor)
+                        compute=ray.data.ActorPoolStrategy(size=o.actors), num_cpus=o.cpus_per_actor)
     assembler = Assembler(plan)
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         yield from assembler.add(batch, progress)

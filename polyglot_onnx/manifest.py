@@ -237,11 +237,19 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file + rename: a crash mid-write never leaves a truncated file."""
+    """Temp file + fsync + rename: a crash mid-write never leaves a truncated file, and a failed
+    write (full disk) leaves no temp file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

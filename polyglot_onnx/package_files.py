@@ -63,7 +63,9 @@ def confined_path(root: Path, relative: str, label: str) -> Path:
         base = root.resolve()
         target = (base / relative).resolve()
     except (OSError, RuntimeError) as err:  # a symlink loop
-        raise PackageError(f"manifest entry {label} ({_short(relative)}) cannot be resolved: {type(err).__name__}") from err
+        raise PackageError(
+            f"manifest entry {label} ({_short(relative)}) cannot be resolved ({type(err).__name__}): a symlink loop?"
+        ) from err
     if not target.is_relative_to(base):
         raise PackageError(
             f"manifest entry {label} ({_short(relative)}) leads outside the package directory through a symlink: "

@@ -313,6 +313,8 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
                 "seconds": round(runners[name].seconds, 3),
                 "reference_seconds": round(reference.seconds, 3),
                 "localization": None,
+                # the evidence belongs to this graph: a rebuilt variant does not inherit it
+                "graph_sha256": runners[name].engine.package.variant.files[0].sha256,
             }
             if options.localize == "always" or (options.localize == "failing" and failures):
                 torch_module = reference if isinstance(reference, TorchRunner) else None
@@ -346,7 +348,10 @@ def record(directory: str | Path, report: DriftReport) -> mf.Manifest:
             "failures": result["failures"],
             "localization": result["localization"],
         }
-        variant = variants[name]
+        variant = variants.get(name)
+        if variant is None or variant.files[0].sha256 != result["graph_sha256"]:
+            continue  # rebuilt or removed while the drift ran: this evidence is not its evidence
+        evidence["graph_sha256"] = result["graph_sha256"]
         variants[name] = replace(variant, validation=variant.validation | {"drift": evidence})
     updated = replace(manifest, variants=variants)
     mf.write_manifest(root, updated)

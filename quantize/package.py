@@ -74,6 +74,22 @@ def smoke_run(path: Path, manifest: mf.Manifest) -> None:
             raise QuantizeError(f"the new variant produces NaN/Inf in {name}: it is not usable; report the model")
 
 
+def remove_stale_temporaries(root: Path) -> list[str]:
+    """What an interrupted build (SIGKILL, full disk) left behind: variant temp folders and temp
+    manifests. Only names this stage itself creates are removed; returns them."""
+    removed = []
+    for path in root.iterdir():
+        name = path.name
+        if path.is_dir() and name.startswith(".") and ".tmp-" in name:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and name.startswith(".") and name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 def _check_request(manifest: mf.Manifest, names: list[str], overwrite: bool) -> None:
     if "fp32" not in manifest.variants:
         raise PackageError("the package has no fp32 variant to quantize from: re-export it")
@@ -139,11 +155,14 @@ def quantize_package(
     root = Path(directory).expanduser()
     manifest = mf.read_manifest(root)
     _check_request(manifest, names, options.overwrite)
+    stale = remove_stale_temporaries(root)
     if options.corpus is not None:
         load_corpus(options.corpus)  # bad corpus files fail before any work
     canary = options.canary and manifest.canary is None
     steps = len(names) + (1 if options.drift else 0) + int(canary)
     progress = Progress(total=steps, enabled=options.show_progress)
+    if stale:
+        progress.info(f"removed what an interrupted run left behind: {', '.join(sorted(stale))}")
     if canary:
         with progress.step("canary references (fp32 outputs for 'polyglot-onnx verify')"):
             manifest = ensure_canary(root, manifest)

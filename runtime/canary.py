@@ -87,8 +87,10 @@ def _top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), np.take_along_axis(probs, ids, -1).astype(np.float32)
 
 
-def run_canary(engine: Any, texts: list[CanaryText], mask_at: list[int] | None = None) -> tuple[CanaryOutputs, list[int]]:
-    """Run ``texts`` (and, with an MLM head, their masked copies) through ``engine``; returns the mask positions used."""
+def run_canary(
+    engine: Any, texts: list[CanaryText], mask_at: list[int] | None = None
+) -> tuple[CanaryOutputs, list[int]]:
+    """Run ``texts`` (and with an MLM head their masked copies) through ``engine``; also returns the mask positions."""
     from polyglot_onnx.runtime.embedder import POOLING_OUTPUTS
     from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
 
@@ -103,7 +105,8 @@ def run_canary(engine: Any, texts: list[CanaryText], mask_at: list[int] | None =
         mask_at = [middle_content_token(list(e.special_tokens_mask)) for e in encodings]
     if has_head and (len(mask_at or []) != len(ids) or any(not 0 <= m < len(r) for m, r in zip(mask_at or [], ids))):
         raise PackageError(
-            f"{CANARY_FILE} does not fit this package's tokenizer: recreate it with 'polyglot-onnx quantize DIR --canary-only'"
+            f"{CANARY_FILE} does not fit this package's tokenizer: recreate it with "
+            "'polyglot-onnx quantize DIR --canary-only'"
         )
     n = len(texts)
     sentence = np.zeros((n, manifest.model.hidden_size), np.float32)
@@ -126,7 +129,8 @@ def run_canary(engine: Any, texts: list[CanaryText], mask_at: list[int] | None =
         positions = np.array([r * masked.shape[1] + mask_at[i] for r, i in enumerate(batch)], np.int64)
         (logits,) = engine.run([mf.MASK_LOGITS], masked, m_attn, positions)
         nonfinite[batch] += (~np.isfinite(logits)).sum(axis=-1)
-        top_ids[batch], top_probs[batch] = _top_k(np.nan_to_num(logits, nan=-np.inf, posinf=np.finfo(np.float32).max), TOP_K)
+        finite = np.nan_to_num(logits, nan=-np.inf, posinf=np.finfo(np.float32).max)
+        top_ids[batch], top_probs[batch] = _top_k(finite, TOP_K)
     return CanaryOutputs(sentence, nonfinite, top_ids, top_probs), list(mask_at or [])
 
 
@@ -141,7 +145,8 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     for name, array in tensors.items():
         data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         raw = data.tobytes()
-        header[name] = {"dtype": codes[data.dtype], "shape": list(data.shape), "data_offsets": [offset, offset + len(raw)]}
+        span = [offset, offset + len(raw)]
+        header[name] = {"dtype": codes[data.dtype], "shape": list(data.shape), "data_offsets": span}
         blobs.append(raw)
         offset += len(raw)
     head = json.dumps(header, ensure_ascii=False).encode("utf-8")
@@ -154,11 +159,10 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     os.replace(tmp, path)
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors(raw: bytes, name: str = CANARY_FILE) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Every offset, dtype and shape is checked before the bytes are used."""
-    bad = f"{path.name} is not a valid canary file"
+    bad = f"{name} is not a valid canary file"
     hint = "recreate it with 'polyglot-onnx quantize DIR --canary-only'"
-    raw = path.read_bytes()
     if len(raw) < 8:
         raise PackageError(f"{bad} (truncated): {hint}")
     (size,) = struct.unpack("<Q", raw[:8])
@@ -188,9 +192,10 @@ def read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]
     return tensors, meta
 
 
-def read_canary(root: Path, entry: mf.FileEntry) -> CanaryReference:
-    """The stored reference; the caller has already checked the file's sha256 against the manifest."""
-    tensors, meta = read_safetensors(root / entry.path)
+def read_canary(package: Any) -> CanaryReference:
+    """The stored reference, read through the package (confined; sha256-checked on the bytes parsed)."""
+    entry = package.manifest.canary
+    tensors, meta = read_safetensors(package.read_bytes(entry, "canary"), entry.path)
     try:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
@@ -207,7 +212,8 @@ def read_canary(root: Path, entry: mf.FileEntry) -> CanaryReference:
             raise ValueError("tensor rows do not match the texts")
     except (KeyError, TypeError, ValueError) as err:
         raise PackageError(
-            f"{entry.path} is not a valid canary file ({err}): recreate it with 'polyglot-onnx quantize DIR --canary-only'"
+            f"{entry.path} is not a valid canary file ({err}): recreate it with "
+            "'polyglot-onnx quantize DIR --canary-only'"
         ) from err
     return CanaryReference(texts, mask_at, outputs, {k: v for k, v in meta.items() if k != "texts"})
 

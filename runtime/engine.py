@@ -93,10 +93,15 @@ class Engine:
 
     def ensure_finite(self, values: np.ndarray, inputs: Sequence[int]) -> None:
         """Never return NaN/Inf: ``values[k]`` belongs to input ``inputs[k]``; the first bad one is named."""
-        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-        if finite.all():
+        flat = values.reshape(len(values), -1)
+        # A row sum is non-finite whenever the row holds NaN/Inf (half the cost of np.isfinite on a
+        # 256k-wide logits row); a finite row can only overflow it, so suspects are checked exactly.
+        with np.errstate(over="ignore", invalid="ignore"):
+            suspects = np.flatnonzero(~np.isfinite(flat.sum(axis=1)))
+        bad = [int(inputs[k]) for k in suspects if not np.isfinite(flat[k]).all()]
+        if not bad:
             return
-        first = min(int(inputs[k]) for k in np.flatnonzero(~finite))
+        first = min(bad)
         raise NonFiniteOutputError(
             f"package {self.package.root} (variant {self.variant}) returned NaN/Inf for input {first}: its "
             "weights are corrupt or the variant overflows; re-export the package or try variant='fp32'"

@@ -158,7 +158,9 @@ class FillMask(EngineClient):
                     log.warning("target %r produces no tokens; it is ignored", word[:80])
                     continue
                 tid = pieces[0]
-                log.warning("target %r is not in the vocabulary; scoring its first piece %r", word[:80], tok.id_to_token(tid))
+                log.warning(
+                    "target %r is not in the vocabulary; scoring its first piece %r", word[:80], tok.id_to_token(tid)
+                )
             ids[tid] = None
         if not ids:
             raise InputError("none of the targets maps to a vocabulary token: pass words the model knows")

@@ -20,7 +20,8 @@ from polyglot_onnx.runtime.graph_refs import graph_refs
 log = logging.getLogger("polyglot_onnx")
 
 # variant="auto": best first per provider; fp32 is the fallback every package has. A variant whose
-# recorded drift gate failed is skipped: auto never picks a variant known to be inaccurate.
+# recorded drift gate failed, or that has no drift evidence at all (built with --no-drift, or its
+# drift run was interrupted), is skipped with a warning: auto never picks an unchecked variant.
 AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {"cpu": ("int8", "int8-static", "fp32"), "cuda": ("fp16", "fp32")}
 # Variants that must not run on a provider, with the advice to give instead.
 REFUSED: dict[tuple[str, str], str] = {
@@ -42,12 +43,26 @@ class OpenedPackage:
         return read_file(self.root, entry.package_file(label), self.verified)
 
 
+def has_own_evidence(variant: Variant) -> bool:
+    """Drift evidence measured on this very graph (evidence records the graph's sha256)."""
+    drift = variant.validation.get("drift")
+    if not isinstance(drift, dict) or "passed" not in drift:
+        return False
+    return drift.get("graph_sha256", variant.files[0].sha256) == variant.files[0].sha256
+
+
 def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unfit: bool = True) -> Variant:
     """``refuse_unfit=False`` lets the drift checker run an fp16 graph on CPU (slow, but exact)."""
     available = manifest.variants
     if requested == "auto":
         for name in AUTO_PREFERENCE[provider]:
             if name not in available:
+                continue
+            if name != "fp32" and not has_own_evidence(available[name]):
+                log.warning(
+                    "variant %s has no drift evidence (quantize ran with --no-drift or was interrupted); not using "
+                    "it: check it with 'polyglot-onnx drift DIR --variants %s' or ask for it by name", name, name
+                )
                 continue
             if available[name].validation.get("drift", {}).get("passed") is False and name != "fp32":
                 log.warning("variant %s failed its drift gate (see 'polyglot-onnx info'); not using it", name)

@@ -23,7 +23,7 @@ from polyglot_onnx.gates import DIRECTIONS, gate_for, is_failing
 from polyglot_onnx.runtime.canary import CanaryOutputs, CanaryReference, read_canary, run_canary
 from polyglot_onnx.runtime.cpu import detect_cpu, machine_block
 from polyglot_onnx.runtime.engine import Engine, load_engine
-from polyglot_onnx.runtime.package import AUTO_PREFERENCE
+from polyglot_onnx.runtime.package import AUTO_PREFERENCE, has_own_evidence
 from polyglot_onnx.runtime.providers import resolve_provider
 
 log = logging.getLogger("polyglot_onnx")
@@ -122,7 +122,10 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def evaluate(variant: str, overall: dict[str, Any], by_language: dict[str, dict[str, Any]], gate: dict[str, float]) -> list[dict[str, Any]]:
+def evaluate(
+    variant: str, overall: dict[str, Any], by_language: dict[str, dict[str, Any]], gate: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Every (group, metric) outside its threshold; rates per language only where there are enough texts."""
     failures = []
     groups = [("overall", overall, True)] + [
         (f"language {k}", v, v["texts"] >= MIN_TEXTS_FOR_RATES) for k, v in by_language.items()
@@ -132,8 +135,9 @@ def evaluate(variant: str, overall: dict[str, Any], by_language: dict[str, dict[
             if metric not in figures or (metric in RATE_METRICS and not rates):
                 continue
             if is_failing(metric, figures[metric], threshold):
+                value = figures[metric]
                 failures.append(
-                    {"variant": variant, "group": group, "metric": metric, "value": figures[metric], "threshold": threshold}
+                    {"variant": variant, "group": group, "metric": metric, "value": value, "threshold": threshold}
                 )
     return failures
 
@@ -146,7 +150,7 @@ def load_reference(engine: Engine) -> CanaryReference:
             f"{root} has no canary references, so nothing can be checked on this machine: "
             + ADD_HINT.format(root=root)
         )
-    reference = read_canary(root, manifest.canary)
+    reference = read_canary(engine.package)
     fp32 = manifest.variants.get("fp32")
     if fp32 is not None and reference.meta.get("fp32_sha256") not in (None, fp32.files[0].sha256):
         raise SelfCheckError(
@@ -229,12 +233,16 @@ def load_checked(
     manifest = read_manifest(Path(directory).expanduser())
     if manifest.canary is None:
         raise NoCanaryError(
-            f"{directory} has no canary references, so self_check cannot measure anything: " + ADD_HINT.format(root=directory)
+            f"{directory} has no canary references, so self_check cannot measure anything: "
+            + ADD_HINT.format(root=directory)
         )
     reasons: list[str] = []
     for name in AUTO_PREFERENCE[choice.name]:
         found = manifest.variants.get(name)
-        if found is None or (name != "fp32" and found.validation.get("drift", {}).get("passed") is False):
+        # what auto itself skips (no evidence of its own, or a failed drift gate) is not tried either
+        if found is None:
+            continue
+        if name != "fp32" and (not has_own_evidence(found) or found.validation["drift"]["passed"] is False):
             continue
         engine = load_engine(directory, choice.name, name, threads, verify, warn_evidence=False)
         report = check_engine(engine)
@@ -245,5 +253,6 @@ def load_checked(
         log.warning("self-check: variant %s fails on this machine (%s): %s; trying the next variant",
                     name, kernel, _summary(report))
     raise SelfCheckError(
-        f"no variant of {directory} passes its self-check on this machine ({kernel}): {'; '.join(reasons) or 'none to try'}"
+        f"no variant of {directory} passes its self-check on this machine ({kernel}): "
+        f"{'; '.join(reasons) or 'none to try'}"
     )

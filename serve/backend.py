@@ -37,9 +37,9 @@ class Backend:
         """Open the package with the runtime's integrity checks; errors are the runtime's one-liners."""
         from polyglot_onnx.runtime import Embedder, FillMask
 
-        embedder = Embedder.load(
-            spec.directory, provider=config.provider, variant=config.variant, threads=config.threads, verify=config.verify
-        )
+        options = {"self_check": True} if config.self_check else {}
+        embedder = Embedder.load(spec.directory, provider=config.provider, variant=config.variant,
+                                 threads=config.threads, verify=config.verify, **options)
         engine = embedder.engine
         fill_mask = FillMask(engine) if engine.manifest.model.has_mlm_head else None
         description = embedder.describe()
@@ -87,12 +87,33 @@ class Backend:
         if kind == WORD:
             return list(self.embedder.encode(payloads, batch_size=len(payloads), normalize=key[1], output="word"))  # type: ignore[index]
         if kind == FILL_MASK:
-            _, top_k, targets = key  # type: ignore[misc]
-            assert self.fill_mask is not None
-            out = self.fill_mask(list(payloads), top_k=top_k, targets=list(targets) if targets else None,
-                                 batch_size=len(payloads))
-            return list(out)
+            return self._fill_mask(key, payloads)
         raise ValueError(f"unknown batch kind {kind!r}")
+
+    @property
+    def fill_mask_limits(self) -> Any:
+        """The runtime's own fill-mask bounds (masks per text / per call, top_k): the server applies the same."""
+        from polyglot_onnx.runtime.fill_mask import DEFAULT_LIMITS
+
+        return getattr(self.fill_mask, "limits", DEFAULT_LIMITS)
+
+    def _fill_mask(self, key: Hashable, payloads: list[Any]) -> list[Any]:
+        """Payloads are (text, mask count); requests merged by the queue stay within masks_per_call."""
+        _, top_k, targets = key  # type: ignore[misc]
+        assert self.fill_mask is not None
+        limit = self.fill_mask_limits.masks_per_call
+        out: list[Any] = []
+        chunk: list[str] = []
+        masks = 0
+        for text, count in [*payloads, (None, 0)]:
+            if chunk and (text is None or masks + count > limit):
+                out += self.fill_mask(chunk, top_k=top_k, targets=list(targets) if targets else None,
+                                      batch_size=len(chunk))
+                chunk, masks = [], 0
+            if text is not None:
+                chunk.append(text)
+                masks += count
+        return out
 
     def warm_up(self) -> None:
         """One call per output kind, so the first client does not pay onnxruntime's first-run cost."""
@@ -100,7 +121,7 @@ class Backend:
         self.run((SENTENCE,), [ids])
         self.run((TOKEN,), [ids])
         if self.fill_mask is not None:
-            self.run((FILL_MASK, 1, None), [f"{WARM_UP_TEXT} {self.fill_mask.mask_token}"])
+            self.run((FILL_MASK, 1, None), [(f"{WARM_UP_TEXT} {self.fill_mask.mask_token}", 1)])
 
     def info(self) -> dict[str, Any]:
         """What /info shows for this model: what actually runs, and the evidence for it."""

@@ -29,6 +29,8 @@ def add_serve_parser(sub: Any) -> None:
                    help="truncate over-long inputs to the model maximum (else 422)")
     p.add_argument("--payload-limit", type=int, default=2_000_000, help="request body bytes (beyond: 413)")
     p.add_argument("--api-key", default=None, help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
+    p.add_argument("--self-check", action="store_true",
+                   help="check each variant against the package's canary references on this machine at start-up")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own models")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for in-flight requests")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -56,6 +58,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         payload_limit=args.payload_limit,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         drain_timeout=args.drain_timeout,
+        self_check=args.self_check,
     )
 
 

@@ -37,6 +37,7 @@ class ServeConfig:
     api_key: str | None = field(default=None, repr=False)
     drain_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
     verify: bool = True  # sha256 of every package file at start-up
+    self_check: bool = False  # re-run the variant on the package's canary texts at start-up (README "verify")
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -12,7 +12,7 @@ from time import perf_counter
 from typing import Any
 
 import numpy as np
-from fastapi import Request  # noqa: TC002 - FastAPI reads the annotation at run time
+from fastapi import Request
 
 from polyglot_onnx.serve import backend as bk
 from polyglot_onnx.serve.errors import Kind, ServeError
@@ -26,7 +26,6 @@ from polyglot_onnx.serve.schemas import (
 from polyglot_onnx.serve.service import Service
 from polyglot_onnx.serve.tokens import Encoded, check_text
 
-MAX_TOP_K = 1000
 
 
 def split_inputs(value: Any) -> tuple[list[Any], bool, bool]:
@@ -131,21 +130,22 @@ def add_routes(app: Any, service: Service) -> None:
         if backend.fill_mask is None:
             raise ServeError(Kind.VALIDATION, f"model {backend.name!r} has no masked-LM head (an embedding-only "
                              "package): use /embed, or serve a package exported with its head", param="model")
-        if not 1 <= body.top_k <= MAX_TOP_K:
-            raise ServeError(Kind.VALIDATION, f"top_k must be between 1 and {MAX_TOP_K}, got {body.top_k}",
+        limits = backend.fill_mask_limits
+        if not 1 <= body.top_k <= limits.top_k:
+            raise ServeError(Kind.VALIDATION, f"top_k must be between 1 and {limits.top_k}, got {body.top_k}",
                              param="top_k")
         targets = _targets(body.targets)
         texts, _, single = split_inputs(body.inputs)
         service.check_count(texts, "inputs")
         encoded = backend.tokens.encode(texts, "inputs", truncate_flag(body.truncate))
-        mask = backend.fill_mask
-        for i, e in enumerate(encoded):
-            if mask.mask_id not in e.ids:
-                hint = " (it was truncated away)" if e.truncated else ""
-                raise ServeError(Kind.VALIDATION, f"inputs[{i}] has no {mask.mask_token} token{hint}: put "
-                                 f"{mask.mask_token} where the word to predict goes", param="inputs")
+        counts = [_mask_count(backend, e, i) for i, e in enumerate(encoded)]
+        if sum(counts) > limits.masks_per_call:
+            raise ServeError(Kind.VALIDATION, f"the inputs hold {sum(counts)} {backend.fill_mask.mask_token} tokens, "
+                             f"over the limit of {limits.masks_per_call} per request: split the request",
+                             param="inputs")
         key = (bk.FILL_MASK, body.top_k, targets)
-        answer = await service.compute(backend, key, [(len(e.ids), t) for e, t in zip(encoded, texts)], request.receive)
+        payloads = [(len(e.ids), (t, n)) for e, t, n in zip(encoded, texts, counts)]
+        answer = await service.compute(backend, key, payloads, request.receive)
         return json(answer.results[0] if single else answer.results, answer.headers(started))
 
     @app.post("/embed_words")
@@ -174,6 +174,21 @@ def add_routes(app: Any, service: Service) -> None:
     async def metrics() -> Any:
         content, media = service.metrics.render()
         return Response(content, media_type=media)
+
+
+def _mask_count(backend: bk.Backend, encoded: Encoded, index: int) -> int:
+    """Masks in one input: at least one, at most the runtime's per-text limit."""
+    mask = backend.fill_mask
+    count = encoded.ids.count(mask.mask_id)
+    if not count:
+        hint = " (it was truncated away)" if encoded.truncated else ""
+        raise ServeError(Kind.VALIDATION, f"inputs[{index}] has no {mask.mask_token} token{hint}: put "
+                         f"{mask.mask_token} where the word to predict goes", param="inputs")
+    limit = backend.fill_mask_limits.masks_per_text
+    if count > limit:
+        raise ServeError(Kind.VALIDATION, f"inputs[{index}] has {count} {mask.mask_token} tokens, over the limit of "
+                         f"{limit} per text: split it", param="inputs")
+    return count
 
 
 def _targets(value: str | list[str] | None) -> tuple[str, ...] | None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
 
-TextOrIds = Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
-Texts = Union[StrictStr, list[StrictStr]]
+TextOrIds = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+Texts = StrictStr | list[StrictStr]
 
 
 class _Body(BaseModel):

@@ -78,5 +78,5 @@ def _server_class() -> Any:
     return type("DrainingServer", (_Draining, uvicorn.Server), {})
 
 
-def DrainingServer(config: Any) -> Any:  # noqa: N802 - a class built lazily so uvicorn stays an optional import
+def DrainingServer(config: Any) -> Any:
     return _server_class()(config)

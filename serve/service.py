@@ -131,7 +131,7 @@ class Service:
             raise
         except InputError as err:
             raise ServeError(Kind.VALIDATION, str(err), code="invalid_value") from err
-        except Exception as err:  # noqa: BLE001 - onnxruntime and runtime failures of this batch
+        except Exception as err:
             log.error("model %s: batch failed: %s", backend.name, first_line(err))
             raise ServeError(
                 Kind.BACKEND, f"inference failed for this request's batch: {first_line(err)}", code="backend_failure"

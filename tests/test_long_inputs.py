@@ -205,7 +205,7 @@ def test_window_matches_an_independent_pytorch_windowing(mlm, stride):
     max_length = emb.engine.text.max_length
     room = max_length - 2
     ids, ref = _torch_windowed(mlm.checkpoint, LONG, max_length, stride or room // 2)
-    assert len(ids) > 2 * max_length
+    assert len(ids) > max_length + room // 2  # three windows at least
     short = sample_lines(1)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("error", TruncationWarning)  # nothing is truncated

@@ -29,13 +29,22 @@ from polyglot_onnx.runtime.selfcheck import top1_agrees, verify_package
 
 # --- CPU detection ------------------------------------------------------------------------------
 
-EPYC_ZEN2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni\n"
-SKYLAKE_X = "model name : Intel Xeon Gold 6154\nflags : sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl\n"
+EPYC_ZEN2 = (
+    "processor\t: 0\nmodel name\t: AMD EPYC 7B12\n"
+    "flags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 bmi2 sha_ni\n"
+)
+SKYLAKE_X = (
+    "model name : Intel Xeon Gold 6154\n"
+    "flags : sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl\n"
+)
 CASCADE_LAKE = "flags : avx2 avx512f avx512bw avx512vl avx512_vnni\n"
 ALDER_LAKE = "flags : avx avx2 fma avx_vnni\n"
 SAPPHIRE_RAPIDS = "flags : avx2 avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n"
 OLD_X86 = "flags : sse sse2 ssse3 sse4_1 sse4_2 avx\n"
-GRAVITON2 = "processor : 0\nFeatures : fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs\n"
+GRAVITON2 = (
+    "processor : 0\n"
+    "Features : fp asimd evtstrm crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs\n"
+)
 GRAVITON3 = "Features : fp asimd asimddp sha512 sve asimdfhm i8mm bf16 svei8mm\n"
 RPI3 = "Features : fp asimd evtstrm crc32 cpuid\n"
 
@@ -122,7 +131,7 @@ def test_canary_file_is_listed_hashed_and_plain_data(quantized, tiny_models):
         manifest = read_manifest(pkg)
         assert manifest.canary is not None and manifest.canary.path == CANARY_FILE
         assert manifest.canary.sha256 == sha256_file(pkg / CANARY_FILE)
-        tensors, meta = read_safetensors(pkg / CANARY_FILE)
+        tensors, meta = read_safetensors((pkg / CANARY_FILE).read_bytes())
         n = len(builtin_texts())
         assert tensors["sentence"].shape == (n, manifest.model.hidden_size)
         assert ("mask_top_ids" in tensors) is manifest.model.has_mlm_head
@@ -199,6 +208,8 @@ def corrupt_int8(pkg: Path) -> int:
     onnx.save(model, str(pkg / entry["path"]))
     entry["sha256"] = sha256_file(pkg / entry["path"])
     entry["size"] = (pkg / entry["path"]).stat().st_size
+    # the evidence keeps saying "passed" for this graph, as a package checked on another CPU would
+    manifest["variants"]["int8"]["validation"]["drift"]["graph_sha256"] = entry["sha256"]
     (pkg / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return broken
 
@@ -278,9 +289,10 @@ def test_package_without_canary_says_so_and_how_to_add_them(copy_of, capsys):
 def test_no_canary_flag_on_quantize(copy_of):
     pkg = copy_of("tiny-encoder")
     _drop_canary(pkg)
-    assert main(["quantize", str(pkg), "--variants", "int8", "--overwrite", "--no-drift", "--no-canary", "--quiet"]) == 0
+    build = ["quantize", str(pkg), "--variants", "int8", "--overwrite", "--no-drift", "--quiet"]
+    assert main([*build, "--no-canary"]) == 0
     assert read_manifest(pkg).canary is None
-    assert main(["quantize", str(pkg), "--variants", "int8", "--overwrite", "--no-drift", "--quiet"]) == 0
+    assert main(build) == 0
     assert read_manifest(pkg).canary is not None  # quantize adds them to a package that lacks them
 
 

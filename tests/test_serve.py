@@ -13,12 +13,12 @@ import pytest
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'polyglot-onnx[serve]'")
 pytest.importorskip("openai", reason="the test extra installs the openai client")
 
-import httpx  # noqa: E402
-import openai  # noqa: E402
-from conftest import sample_lines  # noqa: E402
-from serve_helpers import start_server  # noqa: E402
+import httpx
+import openai
+from serve_helpers import start_server
 
-from polyglot_onnx import Embedder, FillMask  # noqa: E402
+from conftest import sample_lines
+from polyglot_onnx import Embedder, FillMask
 
 KEY = "test-key-123"
 JSON = {"content-type": "application/json"}
@@ -188,6 +188,9 @@ def test_fifty_concurrent_clients_all_correct_in_order(server, local):
         ("/fill-mask", {"inputs": "no mask here", "model": "bert"}, 422, "has no [MASK] token"),
         ("/fill-mask", {"inputs": "a [MASK]", "model": "enc"}, 422, "no masked-LM head"),
         ("/fill-mask", {"inputs": "a [MASK]", "top_k": 0}, 422, "top_k must be between 1"),
+        ("/fill-mask", {"inputs": "a [MASK]", "top_k": 101}, 422, "top_k must be between 1 and 100"),
+        ("/fill-mask", {"inputs": "[MASK] " * 33}, 422, "33 [MASK] tokens, over the limit of 32 per text"),
+        ("/fill-mask", {"inputs": ["[MASK] " * 30] * 9}, 422, "over the limit of 256 per request"),
         ("/fill-mask", {"inputs": "a [MASK]", "targets": []}, 400, "targets is an empty list"),
     ],
 )
@@ -298,7 +301,7 @@ def test_overload_is_refused_with_retry_after(strict):
 
 def test_sigterm_answers_requests_in_flight_and_exits_0(packages):
     srv = start_server(str(packages["bert"]), "--threads", "1", "--max-batch-tokens", "512")
-    body = {"inputs": [" ".join(sample_lines(12))[:2000]] * 8}
+    body = {"inputs": [" ".join(sample_lines(12))[:2000]] * 6}
     answered: list[int] = []
 
     async def main():
@@ -306,16 +309,16 @@ def test_sigterm_answers_requests_in_flight_and_exits_0(packages):
             async def one():
                 answered.append((await http.post("/embed", json=body)).status_code)
 
-            tasks = [asyncio.create_task(one()) for _ in range(30)]
+            tasks = [asyncio.create_task(one()) for _ in range(20)]
             await asyncio.sleep(0.3)  # every request sent and queued
-            in_flight_at_signal = 30 - len(answered)
+            in_flight_at_signal = 20 - len(answered)
             srv.proc.send_signal(15)
             await asyncio.gather(*tasks)
             return in_flight_at_signal
 
     in_flight = asyncio.run(main())
     assert srv.proc.wait(60) == 0, srv.output()
-    assert in_flight > 0 and answered == [200] * 30
+    assert in_flight > 0 and answered == [200] * 20
 
 
 def test_a_bad_package_refuses_to_start_with_one_line(tiny_models, tmp_path):
@@ -329,6 +332,39 @@ def test_a_bad_package_refuses_to_start_with_one_line(tiny_models, tmp_path):
         fh.seek(200)
         fh.write(b"\0\0\0\0")
     res = subprocess.run([sys.executable, "-m", "polyglot_onnx", "serve", str(pkg), "--port", "1"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("polyglot-onnx: error: package file model.onnx")
+
+
+def test_an_onnxruntime_failure_fails_only_its_batch_with_424(tiny_models):
+    """In process (a fault cannot be injected into a subprocess): the failed batch's request gets 424."""
+    from polyglot_onnx.errors import PolyglotError
+    from polyglot_onnx.serve.app import create_app
+    from polyglot_onnx.serve.config import ModelSpec, ServeConfig
+    from polyglot_onnx.serve.server import load_backends
+
+    config = ServeConfig(models=(ModelSpec(str(tiny_models["tiny-bert"].package), "bert"),), threads=1)
+    backends = load_backends(config)
+    real = backends[0].embedder.encode_ids
+
+    def flaky(rows, **kw):
+        if [2, 7, 3] in [list(r) for r in rows]:
+            raise PolyglotError("onnxruntime failed on a batch of shape (1, 3) (injected)")
+        return real(rows, **kw)
+
+    backends[0].embedder.encode_ids = flaky
+    app = create_app(config, backends)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            bad = await http.post("/embed", json={"inputs": [[2, 7, 3]]})
+            bad_openai = await http.post("/v1/embeddings", json={"input": [2, 7, 3]})
+            good = await http.post("/embed", json={"inputs": "still serving"})
+            return bad, bad_openai, good
+
+    bad, bad_openai, good = asyncio.run(main())
+    assert bad.status_code == 424 and bad.json()["error_type"] == "Backend" and "injected" in bad.json()["error"]
+    assert bad_openai.status_code == 424 and bad_openai.json()["error"]["code"] == "backend_failure"
+    assert good.status_code == 200

@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'polyglot-onnx[serve]'")
 
-from polyglot_onnx.errors import InputError, PolyglotError  # noqa: E402
-from polyglot_onnx.serve.batching import BatchQueue  # noqa: E402
+from polyglot_onnx.errors import InputError, PolyglotError
+from polyglot_onnx.serve.batching import BatchQueue
 
 
 class Recorder:
