@@ -71,7 +71,7 @@ def build_table(chunk: Chunk, encoded: Encoded, codec: Codec, output: str, user_
     vector_type = sch.field("embedding").type
     if output == "sentence":
         flat = codec.encode(encoded.vectors).reshape(-1)
-        columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), codec.width)
+        columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), type=vector_type)
     else:
         label = "tokens" if output == "token" else "words"
         columns[label] = pa.array([getattr(r, label) for r in encoded.vectors], type=sch.field(label).type)
@@ -89,7 +89,7 @@ def _nested_vectors(per_row: list[np.ndarray], codec: Codec, vector_type: Any) -
     lengths = [len(v) for v in per_row]
     hidden = codec.dimension
     stacked = np.concatenate(per_row) if per_row else np.zeros((0, hidden), np.float32)
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(codec.encode(stacked).reshape(-1)), codec.width)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(codec.encode(stacked).reshape(-1)), type=vector_type.value_type)
     offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
     return pa.ListArray.from_arrays(offsets, inner, type=vector_type)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.bench.cli import add_bench_parser, cmd_bench
-from polyglot_onnx.cli_io import broken_pipe, read_texts, silence_stdout, stdout_problem
+from polyglot_onnx.cli_io import broken_pipe, evidence_lines, read_texts, silence_stdout, stdout_problem
 from polyglot_onnx.errors import PolyglotError
 from polyglot_onnx.serve.cli import add_serve_parser, cmd_serve
 from polyglot_onnx.jobs.cli import add_embed_corpus_parser, cmd_embed_corpus
@@ -309,20 +309,13 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"{'fill-mask + embeddings' if m.has_mlm_head else 'embeddings only'}")
     print(f"  mask token: {manifest.tokenizer.mask_token}  inputs: {', '.join(manifest.inputs)}")
     for v in manifest.variants.values():
-        val = v.validation
-        diffs = ", ".join(f"{k} {x:.1e}" for k, x in val.get("max_abs_diff", {}).items())
         print(f"  variant {v.name}: {v.total_size / 1e6:.1f} MB, ops {v.op_counts}")
-        if val.get("max_abs_diff"):
-            print(f"    validated against {val.get('reference')}: max abs diff {diffs}")
-        if v.extra.get("size_ratio_to_fp32"):
-            print(f"    {v.extra.get('method', '')}; {v.extra['size_ratio_to_fp32']:.0%} of fp32 bytes")
-        drift = val.get("drift")
-        if drift:
-            o = drift["overall"]
-            fill = f", top-1 {o['top1_agreement']:.3f}" if "top1_agreement" in o else ""
-            print(f"    drift vs {drift['reference']} ({drift['corpus']['texts']} texts, "
-                  f"{drift['corpus']['languages']} languages): {'PASS' if drift['passed'] else 'FAIL'}, "
-                  f"cos p5 {o['sentence_cosine_p5']:.5f}{fill}")
+        try:  # evidence is free-form JSON: a package from elsewhere may hold anything there
+            lines = evidence_lines(v)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            lines = ["    evidence in manifest.json is malformed: re-run 'polyglot-onnx drift' on this package"]
+        for line in lines:
+            print(line)
     print(f"  built with {', '.join(f'{k} {x}' for k, x in manifest.versions.items())}")
     print("\n".join(machine_lines(manifest)))
     return 0

@@ -1,4 +1,5 @@
-"""The CLI's own input and output edges: argv and stdin encodings, closed and broken stdout.
+"""The CLI's own input and output edges: argv and stdin encodings, closed and broken stdout,
+and the free-form evidence 'info' prints.
 
 Every encoding problem is a one-line error (never a traceback), and a reader that goes away
 (``| head``) ends the command quietly with the shell's broken-pipe status, as other Unix tools do.
@@ -10,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from polyglot_onnx.errors import InputError
 
@@ -61,6 +63,24 @@ def stdout_problem() -> str | None:
     if sys.stdout is None:
         return "stdout is closed: redirect it to a file or a pipe"
     return None
+
+
+def evidence_lines(v: Any) -> list[str]:
+    """The validation and drift evidence of one variant, for 'info'."""
+    val, lines = v.validation, []
+    if val.get("max_abs_diff"):
+        diffs = ", ".join(f"{k} {x:.1e}" for k, x in val["max_abs_diff"].items())
+        lines.append(f"    validated against {val.get('reference')}: max abs diff {diffs}")
+    if v.extra.get("size_ratio_to_fp32"):
+        lines.append(f"    {v.extra.get('method', '')}; {v.extra['size_ratio_to_fp32']:.0%} of fp32 bytes")
+    drift = val.get("drift")
+    if drift:
+        o = drift["overall"]
+        fill = f", top-1 {o['top1_agreement']:.3f}" if "top1_agreement" in o else ""
+        lines.append(f"    drift vs {drift['reference']} ({drift['corpus']['texts']} texts, "
+                     f"{drift['corpus']['languages']} languages): {'PASS' if drift['passed'] else 'FAIL'}, "
+                     f"cos p5 {o['sentence_cosine_p5']:.5f}{fill}")
+    return lines
 
 
 def silence_stdout() -> None:

@@ -173,6 +173,7 @@ def check_values(m: Manifest) -> None:
             raise malformed(f"{where}.files", "is empty")
         for i, entry in enumerate(variant.files):
             _check_entry(entry, f"{where}.files[{i}]")
+        _check_drift(variant.validation.get("drift"), f"{where}.validation.drift")
     if m.canary is not None:
         _check_entry(m.canary, "manifest.canary")
     for name in ("inputs", "outputs"):
@@ -195,6 +196,19 @@ def check_values(m: Manifest) -> None:
             raise malformed(f"manifest.{where}", f"must be at least 1, not {value}")
     if m.tokenizer.pad_token_id < 0 or (m.tokenizer.mask_token_id is not None and m.tokenizer.mask_token_id < 0):
         raise malformed("manifest.tokenizer", "has a negative token id")
+
+
+def _check_drift(drift: Any, where: str) -> None:
+    """The evidence fields that decide which variant loads (auto, the CPU-kernel warning) have fixed types."""
+    if drift is None:
+        return
+    if not isinstance(drift, dict):
+        raise malformed(where, f"must be an object, not {json_type(drift)}")
+    if "passed" in drift and not isinstance(drift["passed"], bool):
+        raise malformed(f"{where}.passed", f"must be true or false, not {json_type(drift['passed'])}")
+    for key in ("machine", "overall", "corpus", "gate"):
+        if drift.get(key) is not None and not isinstance(drift[key], dict):
+            raise malformed(f"{where}.{key}", f"must be an object, not {json_type(drift[key])}")
 
 
 def _check_entry(entry: FileEntry, where: str) -> None:

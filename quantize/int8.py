@@ -84,7 +84,7 @@ def quantize_rowwise_int8(model: Any, options: Int8Options) -> tuple[Any, dict[s
     from polyglot_onnx.quantize.rowwise import QuantizeMatMulsPerRow
 
     embedding = _embedding(model, options)
-    report = QuantizeMatMulsPerRow(keep=options.keep_fp32).apply(model)
+    report = QuantizeMatMulsPerRow(keep=options.keep_fp32, per_channel=options.per_channel).apply(model)
     del model.graph.value_info[:]
     return model, {"method": "rowwise", "options": options.describe(), "matmuls": asdict(report),
                    "embedding": embedding}

@@ -39,6 +39,18 @@ def _table(groups: dict[str, dict[str, Any]], first: str) -> list[str]:
     return lines
 
 
+def _machine_line(machine: dict[str, Any]) -> str:
+    """int8 results depend on the CPU's int8 kernels: the report names the machine it was measured on."""
+    if not machine:
+        return "Measured on: not recorded"
+    features = ", ".join(machine.get("features", [])) or "none of the int8 features"
+    return (
+        f"Measured on: {machine.get('model') or machine.get('arch')} · int8 kernels "
+        f"**{machine.get('int8_kernel_class')}** ({features}) · onnxruntime {machine.get('onnxruntime')}, "
+        f"{machine.get('provider')}"
+    )
+
+
 def markdown(report: DriftReport, plot_name: str | None) -> str:
     data = report.to_dict()
     corpus = data["corpus"]
@@ -47,6 +59,8 @@ def markdown(report: DriftReport, plot_name: str | None) -> str:
         "",
         f"Reference: **{report.reference}** · corpus {corpus['name']}: {corpus['texts']} texts, "
         f"{corpus['languages']} languages, {corpus['scripts']} scripts · checked {report.checked}",
+        "",
+        _machine_line(report.machine),
         "",
         f"Result: **{'PASS' if report.passed else 'FAIL'}**",
         "",

@@ -31,9 +31,11 @@ ACTIVATION_ZERO_POINT = 128
 WEIGHT_LEVELS = 63  # 7-bit weights: the AVX2 pairwise 16-bit add cannot saturate (see module doc)
 
 
-def quantize_weight(w: np.ndarray, levels: int = WEIGHT_LEVELS) -> tuple[np.ndarray, np.ndarray]:
-    """Per-output-channel symmetric int8: ([K, N] int8 in [-levels, levels], [N] fp32 scales)."""
-    wmax = np.abs(w).max(axis=0)
+def quantize_weight(
+    w: np.ndarray, levels: int = WEIGHT_LEVELS, per_channel: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8: ([K, N] int8 in [-levels, levels], fp32 scales: [N] per channel, else [1])."""
+    wmax = np.abs(w).max(axis=0) if per_channel else np.abs(w).max(keepdims=True).reshape(1)
     scale = np.where(wmax == 0, 1.0, wmax / levels).astype(np.float32)
     q = np.clip(np.rint(w / scale), -levels, levels).astype(np.int8)
     return q, scale
@@ -66,9 +68,10 @@ class RowwiseReport:
 class QuantizeMatMulsPerRow:
     """Replaces every weight MatMul (but those in ``keep``) with the per-row int8 subgraph above."""
 
-    def __init__(self, keep: tuple[str, ...] = (), weight_levels: int = WEIGHT_LEVELS) -> None:
+    def __init__(self, keep: tuple[str, ...] = (), weight_levels: int = WEIGHT_LEVELS, per_channel: bool = True) -> None:
         self.keep = set(keep)
         self.weight_levels = weight_levels
+        self.per_channel = per_channel
 
     def apply(self, model: Any) -> RowwiseReport:
         from onnx import TensorProto, helper, numpy_helper
@@ -99,7 +102,7 @@ class QuantizeMatMulsPerRow:
                 quantized_input[x] = (f"{t}.u8", f"{t}.scale")
             xq, row_scale = quantized_input[x]
             weight = numpy_helper.to_array(inits[w_name])
-            wq, w_scale = quantize_weight(weight, self.weight_levels)
+            wq, w_scale = quantize_weight(weight, self.weight_levels, self.per_channel)
             new_inits += [numpy_helper.from_array(wq, f"{w_name}.rowq_w"), numpy_helper.from_array(w_scale, f"{w_name}.rowq_ws")]
             bytes_before += weight.nbytes
             bytes_after += wq.nbytes + w_scale.nbytes

@@ -12,6 +12,7 @@ copied: scanning a 1 GB graph touches only its structure.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def _varint(buf: mmap.mmap | bytes, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: mmap.mmap | bytes, start: int, end: int):  # type: ignore[no-untyped-def]
+def _fields(buf: mmap.mmap | bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(field number, start, end) of each length-delimited field; other wire types are skipped."""
     pos = start
     while pos < end:
@@ -91,7 +92,10 @@ def scan(buf: mmap.mmap | bytes) -> GraphRefs:
         if kind == "Entry":
             keys, values = [], []
             for number, a, b in _fields(buf, start, end):
-                (keys if number == 1 else values if number == 2 else []).append(bytes(buf[a:b]))
+                if number == 1:
+                    keys.append(bytes(buf[a:b]))
+                elif number == 2:
+                    values.append(bytes(buf[a:b]))
             if b"location" in keys:  # checked whatever else the entry holds: never under-report
                 refs.locations.extend(v.decode("utf-8", "surrogateescape") for v in values)
             continue

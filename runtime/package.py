@@ -105,7 +105,9 @@ def check_graph_refs(root: Path, variant: Variant, graph: Path) -> None:
             f"graph {label} has {', '.join(sorted(refs.file_ops))} nodes, which make onnxruntime open files "
             "the manifest does not list: re-export the package"
         )
-    listed = {confined_path(root, f.path, "") for f in variant.files[1:]}
+    listed = {
+        confined_path(root, f.path, f"variants.{variant.name}.files[{i}]") for i, f in enumerate(variant.files) if i
+    }
     for location in refs.locations:
         inside = path_problem(location) is None and (graph.parent / location).resolve() in listed
         if not inside:

@@ -27,7 +27,6 @@ from polyglot_onnx.serve.service import Service
 from polyglot_onnx.serve.tokens import Encoded, check_text
 
 
-
 def split_inputs(value: Any) -> tuple[list[Any], bool, bool]:
     """(items, are token ids, was a single input) for str | list[str] | list[int] | list[list[int]]."""
     if isinstance(value, str):
@@ -137,14 +136,16 @@ def add_routes(app: Any, service: Service) -> None:
         targets = _targets(body.targets)
         texts, _, single = split_inputs(body.inputs)
         service.check_count(texts, "inputs")
-        encoded = backend.tokens.encode(texts, "inputs", truncate_flag(body.truncate))
+        # The runtime reads an over-long text whole (a window around each mask), so nothing is truncated here.
+        encoded = backend.tokens.encode(texts, "inputs", truncate=True, direction="none")
         counts = [_mask_count(backend, e, i) for i, e in enumerate(encoded)]
         if sum(counts) > limits.masks_per_call:
             raise ServeError(Kind.VALIDATION, f"the inputs hold {sum(counts)} {backend.fill_mask.mask_token} tokens, "
                              f"over the limit of {limits.masks_per_call} per request: split the request",
                              param="inputs")
         key = (bk.FILL_MASK, body.top_k, targets)
-        payloads = [(len(e.ids), (t, n)) for e, t, n in zip(encoded, texts, counts)]
+        longest = backend.tokens.max_length
+        payloads = [(min(len(e.ids), longest), (t, n)) for e, t, n in zip(encoded, texts, counts)]
         answer = await service.compute(backend, key, payloads, request.receive)
         return json(answer.results[0] if single else answer.results, answer.headers(started))
 
@@ -181,8 +182,7 @@ def _mask_count(backend: bk.Backend, encoded: Encoded, index: int) -> int:
     mask = backend.fill_mask
     count = encoded.ids.count(mask.mask_id)
     if not count:
-        hint = " (it was truncated away)" if encoded.truncated else ""
-        raise ServeError(Kind.VALIDATION, f"inputs[{index}] has no {mask.mask_token} token{hint}: put "
+        raise ServeError(Kind.VALIDATION, f"inputs[{index}] has no {mask.mask_token} token: put "
                          f"{mask.mask_token} where the word to predict goes", param="inputs")
     limit = backend.fill_mask_limits.masks_per_text
     if count > limit:

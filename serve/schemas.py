@@ -45,7 +45,6 @@ class FillMaskRequest(_Body):
     inputs: Texts
     top_k: StrictInt = 5
     targets: Texts | None = None
-    truncate: StrictBool | None = None
     model: StrictStr | None = None
 
 

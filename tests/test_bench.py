@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ def smoke(tiny_models: dict[str, Tiny], tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("bench")
     options = BenchOptions(
         model=str(tiny_models["tiny-bert"].checkpoint), out=out, contenders=("torch", "polyglot"),
-        batches=(1, 4), seqs=(16, 40), corpus_size=24, corpus_batch=8,
+        batches=(1, 4), seqs=(16, 40), corpus_size=24, corpus_batch=8, document_seqs=(300,),
         timing=TimingPolicy(warmup=1, min_iters=2, max_iters=3, budget_s=0.0), show_progress=False,
     )
     return out, run_bench(options)
@@ -33,8 +34,15 @@ def test_smoke_run_times_every_contender_on_every_row(smoke: tuple[Path, dict[st
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     labels = {r["label"] for r in rows}
     assert labels == {"torch:fp32", "polyglot:fp32", "polyglot:int8"}
-    # 2 tasks x 2 batches x 2 lengths fixed rows + 1 corpus row, per contender
+    # 2 tasks x 2 batches x 2 lengths fixed rows + 1 corpus row, per contender; a document row per polyglot variant
+    documents = [r for r in rows if r["kind"] == "document"]
+    rows = [r for r in rows if r["kind"] != "document"]
     assert len(rows) == 3 * (2 * 2 * 2 + 1)
+    assert sorted(r["label"] for r in documents) == ["polyglot:fp32", "polyglot:int8"]
+    for row in documents:  # 300 tokens: windowed past tiny-bert's 256; memory measured for the row itself
+        assert row["task"] == "embed" and row["batch"] == 1 and abs(row["tokens"] - 300) <= 2
+        assert row["ms_per_1k_tokens"] == pytest.approx(row["p50_ms"] * 1000 / row["tokens"], rel=1e-3)
+        assert row["peak_rss_scope"] == "row" and row["peak_rss_mb"] > 50 and row["load_peak_rss_mb"] > 50
     for row in rows:
         assert "error" not in row and "skipped" not in row, row
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
@@ -56,6 +64,8 @@ def test_smoke_run_writes_table_and_plots(smoke: tuple[Path, dict[str, Any]]) ->
     text = (out / "results.md").read_text()
     assert "| torch:fp32 | 1 | 16 |" in text and "× vs torch:fp32" in text
     assert "## embed — corpus: 24 texts of " in text and "Measured peaks" in text
+    assert "## embed — whole documents, batch 1 (model maximum 256 tokens; longer is windowed)" in text
+    assert re.search(r"\| polyglot:fp32 \| 3\d\d \| windowed \| [\d.,]+ \| [\d.,]+ \|", text)
     for name in ("latency_vs_seq.png", "throughput_vs_batch.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 

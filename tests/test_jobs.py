@@ -190,7 +190,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
 
 # SIGKILL points: inside an atomic write before its rename, between a shard's errors file and the
 # shard, right after a commit, and while writing _run.json (int8 calibration, before shard 0).
-KILLS = ["before_rename:1", "before_rename:4", "after_errors:1", "after_commit:2", "after_commit:5"]
+KILLS = ["before_rename:1", "before_rename:4", "after_errors:1", "after_commit:2", "after_commit:3"]
 
 
 def test_sigkill_then_resume_is_exactly_once(package, corpus, tmp_path):
@@ -244,23 +244,30 @@ RAY_SCRIPT = """
 import sys, ray
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
 from polyglot_onnx.jobs import JobOptions, embed_corpus
-embed_corpus(sys.argv[1], sys.argv[2], sys.argv[3], JobOptions(id_column="doc", shard_size=16, engine="ray",
-             actors=2, show_progress=False, dtype=sys.argv[4]))
+for out in sys.argv[3:]:  # a fresh run, then the resume of a run the local engine left half done
+    embed_corpus(sys.argv[1], sys.argv[2], out, JobOptions(id_column="doc", shard_size=16, engine="ray", actors=2,
+                 show_progress=False))
 """
 
 
 @pytest.mark.slow
 def test_ray_engine_equals_local(package, corpus, tmp_path):
-    """Local Ray, 2 actors: same shards row for row (about 40-60 s on 2 busy cores, so marked slow)."""
+    """Local Ray, 2 actors: the same shards row for row, fresh and resuming a local run (~75 s on 2 busy cores)."""
     path, _, _ = corpus
     embed_corpus(package, path, tmp_path / "local", opts())
-    res = subprocess.run([sys.executable, "-c", RAY_SCRIPT, str(package), str(path), str(tmp_path / "ray"), "float32"],
-                         capture_output=True, text=True, timeout=300)
+    half = cli("embed-corpus", str(package), "--input", str(path), "--out", str(tmp_path / "resumed"), "--id-column",
+               "doc", "--shard-size", "16", "--quiet", env={"POLYGLOT_ONNX_JOB_KILL": "after_commit:3"})
+    assert half.returncode == -9
+    res = subprocess.run([sys.executable, "-c", RAY_SCRIPT, str(package), str(path), str(tmp_path / "ray"),
+                          str(tmp_path / "resumed")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    local, ray_out = pq.read_table(tmp_path / "local"), pq.read_table(tmp_path / "ray")
-    for name in ("id", "n_tokens", "truncated"):
-        assert ray_out.column(name).equals(local.column(name))
-    np.testing.assert_allclose(np.stack(ray_out.column("embedding").to_pylist()),
-                               np.stack(local.column("embedding").to_pylist()), atol=1e-6)
-    assert (tmp_path / "ray" / "_errors.jsonl").read_bytes() == (tmp_path / "local" / "_errors.jsonl").read_bytes()
-    assert json.loads((tmp_path / "ray" / "_run.json").read_text())["sessions"][0]["engine"] == "ray"
+    local = pq.read_table(tmp_path / "local")
+    for out in ("ray", "resumed"):
+        got = pq.read_table(tmp_path / out)
+        for name in ("id", "n_tokens", "truncated"):
+            assert got.column(name).equals(local.column(name)), (out, name)
+        np.testing.assert_allclose(np.stack(got.column("embedding").to_pylist()),
+                                   np.stack(local.column("embedding").to_pylist()), atol=1e-6)
+        assert (tmp_path / out / "_errors.jsonl").read_bytes() == (tmp_path / "local" / "_errors.jsonl").read_bytes()
+        engines = [s["engine"] for s in json.loads((tmp_path / out / "_run.json").read_text())["sessions"]]
+        assert engines == ["ray"]  # the killed local run never finished, so it recorded no session

@@ -199,7 +199,7 @@ def test_int8_options_per_tensor_and_fp32_table(tiny_models, tmp_path):
     assert len(table) == 1 and table[0].data_type == TensorProto.FLOAT  # still stored once
     assert manifest.variants["int8"].extra["embedding"] == {"quantized": False}
     assert json.loads((pkg / "manifest.json").read_text())["variants"]["int8"]["validation"]["drift"]["passed"]
-    weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_scale")]
+    weights = [numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith(".rowq_ws")]
     assert weights and all(w.size == 1 for w in weights)  # per tensor: one scale per weight
 
 

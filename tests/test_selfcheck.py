@@ -160,7 +160,7 @@ def test_verify_passes_on_good_packages(quantized, name, variant):
     assert report.overall["texts"] == 48 and len(report.by_language) == 24 and report.overall["nonfinite"] == 0
     assert ("top1_agreement" in report.overall) is (name != "tiny-encoder")
     print(f"\n{name} {variant}: self-check {report.seconds:.3f} s")
-    assert report.seconds < 1.5  # well under a second on a tiny model, with margin for a busy machine
+    assert report.seconds < 3.0  # ~0.1-0.3 s idle; generous: the test machine is shared
 
 
 def test_verify_cli_pass_and_json(quantized, capsys):

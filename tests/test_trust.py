@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import sample_lines
 from corrupt_packages import (
     deep_manifest,
     drop_key,
@@ -36,7 +37,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from polyglot_onnx import Embedder, FillMask
-from polyglot_onnx.errors import InputError, NonFiniteOutputError, PackageError
+from polyglot_onnx.errors import InputError, NonFiniteOutputError, PackageError, TruncationWarning
 from polyglot_onnx.manifest import read_manifest
 
 
@@ -93,6 +94,8 @@ CASES = [
     pytest.param(set_key("inputs", value="input_ids"), "info", True, PackageError, "manifest.inputs must be a list",
                  id="string-for-list"),
     pytest.param(drop_key("model"), "info", True, PackageError, "manifest has no 'model'", id="missing-section"),
+    pytest.param(set_key("variants", "fp32", "validation", "drift", value=[]), "load", True, PackageError,
+                 "manifest.variants.fp32.validation.drift must be an object, not a list", id="evidence-wrong-type"),
     pytest.param(set_key("format_version", value=True), "info", True, PackageError, "format_version True",
                  id="format-version-true"),
     pytest.param(newer_format,
@@ -119,6 +122,37 @@ def test_corrupt_package(bert_copy, tiny_models, mutate, action, verify, error, 
     message = str(info.value)
     assert fragment in message and "\n" not in message
     assert " bytes" not in message  # never the size (or existence) of a file outside the package
+
+
+def _varint(n: int, overlong: int = 0) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F or overlong else 0))
+        n >>= 7
+        if not n:
+            break
+    for i in range(overlong):  # extra 0x80 ... 0x00 bytes: still valid protobuf
+        out.append(0x80 if i < overlong - 1 else 0)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes, overlong: int = 0) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload), overlong) + payload
+
+
+def test_graph_scan_reads_protobuf_not_patterns(tmp_path):
+    """Re-encoding cannot hide a location: value before key, overlong lengths, a tensor in a subgraph."""
+    from polyglot_onnx.runtime.graph_refs import graph_refs, scan
+
+    entry = _field(2, b"../evil.bin") + _field(1, b"location", overlong=2)
+    subgraph = _field(5, _field(8, b"w") + _field(13, entry))
+    node = _field(4, b"If") + _field(5, _field(1, b"then_branch") + _field(6, subgraph))
+    model = _field(7, _field(1, node))
+    assert scan(model).locations == ["../evil.bin"]
+    assert scan(_field(7, _field(1, _field(4, b"EPContext")))).file_ops == {"EPContext"}
+    (tmp_path / "cut.onnx").write_bytes(model[:-3])
+    with pytest.raises(PackageError, match="is not a valid ONNX graph"):
+        graph_refs(tmp_path / "cut.onnx", "cut.onnx")
 
 
 def test_unknown_keys_are_ignored_with_a_debug_log(bert_copy, caplog):
@@ -216,6 +250,16 @@ def test_finite_check_names_the_input_and_tolerates_huge_finite_values(bert_emb)
     huge[1, 2], huge[2, 0] = np.inf, np.nan
     with pytest.raises(NonFiniteOutputError, match="returned NaN/Inf for input 4"):
         bert_emb.engine.ensure_finite(huge, [7, 4, 9])
+
+
+def test_truncation_warning_text_is_constant(bert_emb):
+    """Distinct warning texts would each stay in the warnings registry for the life of the process."""
+    long = " ".join(sample_lines())
+    with pytest.warns(TruncationWarning) as first:
+        bert_emb.encode([long])
+    with pytest.warns(TruncationWarning) as second:
+        bert_emb.encode(["short", long + " " + long])
+    assert len(first) == len(second) == 1 and str(first[0].message) == str(second[0].message)
 
 
 def test_batches_stay_under_the_token_budget():

@@ -118,3 +118,11 @@ def test_cli_broken_pipe_and_closed_stdout(tiny_models):
 def test_cli_nan_package_is_an_error_not_json(bert_copy):
     nan_weights(bert_copy)
     one_line_error(cli("embed", str(bert_copy), "--json", "hello"), "returned NaN/Inf for input 0")
+
+
+def test_cli_info_survives_odd_evidence(bert_copy):
+    """Evidence is free-form JSON: 'info' says it is malformed instead of a KeyError traceback."""
+    set_key("variants", "fp32", "validation", "drift", value={"passed": True})(bert_copy)
+    res = cli("info", str(bert_copy))
+    assert res.returncode == 0 and b"Traceback" not in res.stderr
+    assert b"evidence in manifest.json is malformed" in res.stdout

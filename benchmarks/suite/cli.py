@@ -25,6 +25,8 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("--seq", default=None, help="comma-separated sequence lengths (default 32,128,512 + 2048,8192 at batch 1)")
     p.add_argument("--corpus-size", type=int, default=2000, help="mixed-length corpus texts (0: leave it out)")
     p.add_argument("--corpus-batch", type=int, default=32, help="batch size of the corpus workload")
+    p.add_argument("--document-seq", default="512,2048,8192",
+                   help="whole-document embed rows, batch 1, polyglot only (windowed past the maximum; 0: none)")
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every contender")
     p.add_argument("--iters", type=int, default=3, help="minimum timed calls per row")
@@ -77,6 +79,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seqs=_int_list(args.seq, "--seq") if args.seq else None,
         corpus_size=args.corpus_size,
         corpus_batch=args.corpus_batch,
+        document_seqs=() if args.document_seq.strip() in ("", "0") else _int_list(args.document_seq, "--document-seq"),
         provider=args.provider,
         threads=args.threads,
         timing=TimingPolicy(min_iters=args.iters, max_iters=max(args.iters, args.max_iters), budget_s=args.budget),

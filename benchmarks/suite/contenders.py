@@ -87,6 +87,10 @@ class Runner:
     def call(self, texts: list[str], batch: int) -> Any:
         raise NotImplementedError
 
+    def call_document(self, texts: list[str]) -> Any:
+        """Embed each text whole however long (document rows); only polyglot offers it."""
+        raise NotImplementedError(f"{self.spec.family} truncates at the model maximum: no document rows")
+
 
 class PolyglotRunner(Runner):
     def _load(self) -> None:
@@ -105,6 +109,9 @@ class PolyglotRunner(Runner):
         if self.task == FILL_MASK:
             return self.client(texts, top_k=TOP_K, batch_size=batch)
         return self.client.encode(texts, batch_size=batch)
+
+    def call_document(self, texts: list[str]) -> Any:
+        return self.client.encode(texts, batch_size=1, long_text="window")
 
 
 class TorchRunner(Runner):

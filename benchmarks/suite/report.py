@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from polyglot_onnx.bench.workloads import DOCUMENT
 from polyglot_onnx.manifest import write_text_atomic
 
 PLOTS = ("latency_vs_seq.png", "throughput_vs_batch.png")
@@ -48,6 +49,22 @@ def _table(rows: list[dict[str, Any]], others: list[str], corpus_range: str) -> 
     return lines
 
 
+def _document_table(rows: list[dict[str, Any]], max_length: int | None) -> list[str]:
+    """Cost per 1,000 tokens of one whole document, and the row's own peak RSS."""
+    head = ["contender", "tokens", "how", "p50 ms", "ms / 1,000 tokens", "n", "peak RSS MB (this row)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        how = "windowed" if max_length and row["tokens"] > max_length else "native"
+        if "p50_ms" not in row:
+            cells = [row["label"], str(row["tokens"]), how, f"not run: {row.get('skipped') or row.get('error')}", "", "", ""]
+        else:
+            rss = _fmt(row["peak_rss_mb"], 0) + ("" if row.get("peak_rss_scope") == "row" else " (process)")
+            cells = [row["label"], str(row["tokens"]), how, _fmt(row["p50_ms"]), _fmt(row["ms_per_1k_tokens"], 2),
+                     str(row["iters"]), rss]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(summary: dict[str, Any]) -> str:
     ctx, rows = summary["context"], summary["rows"]
     m, peaks = ctx["machine"], ctx["peaks"]
@@ -83,6 +100,11 @@ def markdown(summary: dict[str, Any]) -> str:
             mine = [r for r in rows if r["task"] == task and r["kind"] == kind]
             mine.sort(key=lambda r: (r["batch"], r["seq"]))
             corpus = summary["context"].get("corpus")
+            if kind == DOCUMENT:
+                limit = summary["context"].get("max_length")
+                out += [f"## {task} — whole documents, batch 1 (model maximum {limit} tokens; longer is windowed)",
+                        "", *_document_table(mine, limit), ""]
+                continue
             title = _corpus_title(corpus) if kind == "corpus" else "fixed length"
             span = f"{corpus['shortest']}–{corpus['longest']}" if corpus else "mixed"
             out += [f"## {task} — {title}", "", *_table(mine, others, span), ""]

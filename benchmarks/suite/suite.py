@@ -18,12 +18,14 @@ from polyglot_onnx.bench.targets import evaluate, speedup
 from polyglot_onnx.bench.timing import TimingPolicy
 from polyglot_onnx.bench.workloads import (
     CORPUS,
+    DOCUMENT,
     EMBED,
     FILL_MASK,
     TASKS,
     TextCutter,
     Workload,
     corpus_workload,
+    document_workloads,
     fixed_workloads,
     workload_key,
 )
@@ -43,6 +45,7 @@ DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
 BASE_SEQS = (32, 128, 512)
 LONG_SEQS = (2048, 8192)  # models with 8192 positions (mmBERT), at batch 1 only
 LONG_FROM = 512
+DOCUMENT_SEQS = (512, 2048, 8192)  # cost per 1,000 tokens of one whole document (polyglot embed, windowed if longer)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class BenchOptions:
     seqs: tuple[int, ...] | None = None  # None: 32/128/512, plus 2048/8192 at batch 1 where the model allows
     corpus_size: int = 2000
     corpus_batch: int = 32
+    document_seqs: tuple[int, ...] = DOCUMENT_SEQS  # () leaves the document rows out
     provider: str = "cpu"
     threads: int = 2
     timing: TimingPolicy = field(default_factory=TimingPolicy)
@@ -75,7 +79,7 @@ def _check(options: BenchOptions) -> None:
             raise BenchError(f"unknown contender {family!r}: choose from {', '.join(CONTENDERS)}")
     if options.provider not in ("cpu", "cuda"):
         raise BenchError(f"unknown provider {options.provider!r}: choose cpu or cuda")
-    if any(b < 1 for b in options.batches) or (options.seqs and any(s < 4 for s in options.seqs)):
+    if any(b < 1 for b in options.batches) or any(s < 4 for s in (*(options.seqs or ()), *options.document_seqs)):
         raise BenchError("batch sizes must be >= 1 and sequence lengths >= 4")
     if options.corpus_size < 0:
         raise BenchError("--corpus-size must be >= 0 (0 leaves the corpus workload out)")
@@ -93,6 +97,8 @@ def plan_workloads(options: BenchOptions, cutter: TextCutter, max_length: int) -
     rows = fixed_workloads(cutter, list(options.tasks), list(options.batches), short)
     if long:
         rows += fixed_workloads(cutter, list(options.tasks), [1], long)
+    if EMBED in options.tasks and options.document_seqs:
+        rows += document_workloads(cutter, list(options.document_seqs))
     if EMBED in options.tasks and options.corpus_size:
         rows.append(corpus_workload(cutter, options.corpus_size, options.corpus_batch, high=min(400, max_length)))
     return rows
@@ -147,7 +153,7 @@ def _read_rows(rows_path: Path) -> list[dict[str, Any]]:
 def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list[int]], peaks: dict[str, float]) -> None:
     """Achieved GFLOP/s, share of the measured peak, speed-ups against every other contender."""
     for row in rows:
-        if "p50_ms" not in row:
+        if "p50_ms" not in row or row["kind"] == DOCUMENT:  # windows do more work than the document's FLOPs
             continue
         seconds = (row["p50_ms"] if row["kind"] == "fixed" else row["mean_ms"]) / 1000.0
         key = workload_key(row["task"], row["kind"], row["batch"], row["seq"])
@@ -201,7 +207,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     with progress.step(f"timing {len(specs)} contenders x {len(workloads)} workloads"):
         for spec in specs:
             for task in options.tasks:
-                mine = [w for w in workloads if w.task == task]
+                # only polyglot embeds a document whole; the others would truncate it
+                mine = [w for w in workloads if w.task == task and (w.kind != DOCUMENT or spec.family == "polyglot")]
                 if not mine:
                     continue
                 job = {"contender": spec.as_dict(), "task": task, "timing": options.timing.__dict__,
@@ -222,7 +229,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     context = {"model": name, "checkpoint": str(checkpoint), "random_weights": options.random_weights,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine_facts(options.threads, options.provider), "versions": versions(), "peaks": peaks,
-               "timing": options.timing.__dict__, "command": " ".join(sys.argv),
+               "timing": options.timing.__dict__, "command": " ".join(sys.argv), "max_length": max_length,
                "corpus": next(({"texts": len(w.texts), "shortest": min(w.lengths), "longest": max(w.lengths),
                                 "tokens": w.tokens} for w in workloads if w.kind == CORPUS), None)}
     for row in rows:

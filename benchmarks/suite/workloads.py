@@ -22,6 +22,7 @@ FILL_MASK = "fill-mask"
 EMBED = "embed"
 TASKS = (FILL_MASK, EMBED)
 CORPUS = "corpus"
+DOCUMENT = "document"  # one long text at batch 1, embedded whole (windowed past the model maximum)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,15 @@ def corpus_workload(cutter: TextCutter, size: int, batch: int, low: int = 5, hig
     lengths = [round(math.exp(cutter.rng.uniform(math.log(low), math.log(high)))) for _ in range(size)]
     texts = [cutter.text(n, with_mask=False) for n in lengths]
     return Workload(EMBED, batch, 0, texts, [cutter.length(t) for t in texts], kind=CORPUS)
+
+
+def document_workloads(cutter: TextCutter, seqs: list[int]) -> list[Workload]:
+    """One text per length, batch 1, for the cost per 1,000 tokens of a whole long document."""
+    rows = []
+    for seq in sorted(seqs):
+        text = cutter.text(seq, with_mask=False)
+        rows.append(Workload(EMBED, 1, seq, [text], [cutter.length(text)], kind=DOCUMENT))
+    return rows
 
 
 def describe(workload: Workload) -> dict[str, Any]:
