@@ -138,9 +138,9 @@ def count_tokens(package: str, corpus: Path) -> int:
 
     text = Embedder.load(package).engine.text
     total, batch = 0, []
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), open(corpus, encoding="utf-8") as f:
         warnings.simplefilter("ignore")
-        for line in open(corpus, encoding="utf-8"):
+        for line in f:
             batch.append(json.loads(line)["text"])
             if len(batch) == 4096:
                 total += sum(len(e.ids) for e in text.encode(batch))

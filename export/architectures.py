@@ -23,16 +23,29 @@ class ArchStrategy:
     local_window_attr: str | None = None
     layer_types_attr: str | None = None  # config list naming each layer's attention kind
     banded_local: bool = False  # local layers export as block-banded attention (export/banded.py)
+    # Heads without one transform module (RoBERTa's lm_head, DistilBERT's vocab_*): dotted paths applied in
+    # order before the tied decoder; "gelu" is the exact (erf) GELU the head calls as a function.
+    transform_steps: tuple[str, ...] = ()
+    # RoBERTa family: positions start after the padding index (pad_token_id + 1), computed by the model itself
+    # from input_ids, so max_position_embeddings holds pad_token_id + 1 positions no text can use.
+    positions_after_pad: bool = False
 
     def encoder(self, model: Any) -> Any:
         """The bare encoder, whether ``model`` is the *ForMaskedLM wrapper or the base model."""
         return getattr(model, self.encoder_attr, model)
 
     def transform(self, model: Any) -> Any:
-        obj = model
-        for part in self.transform_attr.split("."):
-            obj = getattr(obj, part)
-        return obj
+        if self.transform_steps:
+            import torch
+
+            steps = [torch.nn.GELU() if s == "gelu" else _dotted(model, s) for s in self.transform_steps]
+            return torch.nn.Sequential(*steps)
+        return _dotted(model, self.transform_attr)
+
+    def usable_positions(self, config: Any) -> int:
+        """Positions a text may use: RoBERTa reserves the first pad_token_id + 1 of the table."""
+        reserved = int(config.pad_token_id) + 1 if self.positions_after_pad else 0
+        return int(config.max_position_embeddings) - reserved
 
     def expected_ops(self, num_layers: int) -> dict[str, int]:
         return {op: n * num_layers for op, n in self.fused_ops_per_layer.items()}
@@ -50,6 +63,12 @@ class ArchStrategy:
         """Fused ops per kind of layer, keyed 'Attention.local', 'Attention.global', ..."""
         ops = self.fused_ops_per_layer.items()
         return {f"{op}.{kind}": n * kinds.count(kind) for op, n in ops for kind in sorted(set(kinds))}
+
+
+def _dotted(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 LAYER_KINDS = {"sliding_attention": "local", "full_attention": "global"}  # transformers' layer_types names
@@ -73,6 +92,22 @@ STRATEGIES: dict[str, ArchStrategy] = {
             local_window_attr="local_attention",
             layer_types_attr="layer_types",
             banded_local=True,
+        ),
+        ArchStrategy(
+            model_type="xlm-roberta",
+            encoder_attr="roberta",
+            transform_attr="lm_head",
+            fused_ops_per_layer={"Attention": 1},
+            needs_token_type_ids=True,  # a single token type (type_vocab_size 1): zeros
+            transform_steps=("lm_head.dense", "gelu", "lm_head.layer_norm"),
+            positions_after_pad=True,
+        ),
+        ArchStrategy(
+            model_type="distilbert",
+            encoder_attr="distilbert",
+            transform_attr="vocab_transform",
+            fused_ops_per_layer={"Attention": 1},
+            transform_steps=("vocab_transform", "activation", "vocab_layer_norm"),
         ),
     )
 }

@@ -38,6 +38,12 @@ def build_module(ckpt: Checkpoint) -> Any:
             super().__init__()
             self.encoder = encoder
             self.banded = False  # set by banded.banded_export while torch.onnx traces
+            pipeline = ckpt.sentence_pipeline
+            self.sentence_head = None
+            if pipeline is not None and pipeline.trivial is None:  # Pooling -> Dense -> Normalize as configured
+                from polyglot_onnx.export.st_modules import build_head
+
+                self.sentence_head = build_head(pipeline)
             if ckpt.has_mlm_head:
                 self.transform = strategy.transform(ckpt.model)
                 self.decoder = ckpt.model.get_output_embeddings()
@@ -47,16 +53,20 @@ def build_module(ckpt: Checkpoint) -> Any:
             # [batch, seq] positions: a [1, seq] rotary cache breaks onnxruntime for batch > 1.
             positions = torch.arange(length, device=input_ids.device).unsqueeze(0).expand(batch, length)
             kwargs = {"token_type_ids": torch.zeros_like(input_ids)} if strategy.needs_token_type_ids else {}
+            if not strategy.positions_after_pad:  # RoBERTa derives them from input_ids and its padding index
+                kwargs["position_ids"] = positions
             masks: Any = attention_mask
             if self.banded:  # local layers get the [b, L] mask; the dense band mask is never built
                 from polyglot_onnx.export.banded import mask_mapping
 
                 masks = mask_mapping(self.encoder, input_ids, attention_mask)
             hidden = self.encoder(
-                input_ids=input_ids, attention_mask=masks, position_ids=positions, **kwargs
+                input_ids=input_ids, attention_mask=masks, **kwargs
             ).last_hidden_state
             weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+            if self.sentence_head is not None:
+                mean = self.sentence_head(hidden, attention_mask)
             return hidden, mean, hidden[:, 0]
 
         def forward(self, input_ids: Any, attention_mask: Any, mask_positions: Any = None) -> Any:
@@ -76,6 +86,8 @@ def example_inputs(ckpt: Checkpoint) -> tuple[Any, ...]:
     import torch
 
     high = max(ckpt.special_ids.values()) + 1
+    if high + 50 > int(ckpt.config.vocab_size):  # <mask> is the last id (xlm-roberta): stay inside the table
+        high = len(ckpt.special_ids)
     ids = torch.randint(high, high + 50, (2, 24), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, 16:] = 0

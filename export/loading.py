@@ -41,6 +41,7 @@ class Checkpoint:
     has_mlm_head: bool
     default_pooling: str
     max_length: int
+    sentence_pipeline: Any = None  # export.st_modules.SentencePipeline from modules.json, if any
 
 
 def resolve_source(model: str) -> Source:
@@ -171,8 +172,13 @@ def _load(model: str, trust_remote_code: bool) -> Checkpoint:
     st_pooling, st_max = (
         _sentence_transformers_facts(Path(source.location)) if source.is_local else (None, None)
     )
+    from polyglot_onnx.export.st_modules import read_pipeline
+
+    pipeline = read_pipeline(Path(source.location)) if source.is_local else None
+    if pipeline is not None and pipeline.trivial is None:  # sentence_embedding becomes the whole pipeline
+        st_pooling = "sentence-transformers"
     spec = CATALOG.get(source.name)
-    limits = [int(config.max_position_embeddings)]
+    limits = [strategy.usable_positions(config)]
     if st_max:
         limits.append(int(st_max))
     if 0 < int(getattr(tokenizer, "model_max_length", 0) or 0) < 1_000_000:
@@ -195,4 +201,5 @@ def _load(model: str, trust_remote_code: bool) -> Checkpoint:
         has_mlm_head=has_head,
         default_pooling=st_pooling or (spec.default_pooling if spec else "mean"),
         max_length=min(limits),
+        sentence_pipeline=pipeline,
     )

@@ -90,7 +90,22 @@ def _model_info(ckpt: Checkpoint, banded: bool) -> mf.ModelInfo:
         has_mlm_head=ckpt.has_mlm_head,
         local_window=ckpt.strategy.local_window(cfg),
         local_attention=None if ckpt.strategy.layer_kinds(cfg) is None else ("banded" if banded else "dense"),
+        **_sentence_fields(ckpt),
     )
+
+
+def _sentence_fields(ckpt: Checkpoint) -> dict[str, Any]:
+    """The sentence-transformers pipeline and prompts, for packages made from such a checkpoint."""
+    pipeline = ckpt.sentence_pipeline
+    if pipeline is None:
+        return {}
+    width = pipeline.output_dim(int(ckpt.config.hidden_size)) if pipeline.trivial is None else None
+    return {
+        "sentence_pipeline": pipeline.describe(),
+        "embedding_dim": width if width != int(ckpt.config.hidden_size) else None,
+        "prompts": dict(pipeline.prompts),
+        "default_prompt_name": pipeline.default_prompt_name,
+    }
 
 
 def _tokenizer_info(ckpt: Checkpoint, vocab_size: int) -> mf.TokenizerInfo:

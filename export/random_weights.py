@@ -8,12 +8,13 @@ real shapes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.catalog import ModelSpec
 from polyglot_onnx.export.tiny import save_checkpoint, train_gemma_like, train_wordpiece
+from polyglot_onnx.export.tiny_families import pad_unigram, train_unigram
 
 
 def _pad_wordpiece(tokenizer: Any, size: int) -> Any:
@@ -50,6 +51,7 @@ class RandomRecipe:
     train_tokenizer: Any
     pad_tokenizer: Any
     special_ids: dict[str, int]
+    renames: dict[str, str] = field(default_factory=dict)  # catalog config field -> this config's name
 
 
 RECIPES: dict[str, RandomRecipe] = {
@@ -61,6 +63,21 @@ RECIPES: dict[str, RandomRecipe] = {
         _pad_bpe,
         {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "cls_token_id": 2, "sep_token_id": 1},
     ),
+    "xlm-roberta": RandomRecipe(
+        "XLMRobertaConfig",
+        "XLMRobertaForMaskedLM",
+        train_unigram,
+        pad_unigram,
+        {"bos_token_id": 0, "eos_token_id": 2},
+    ),
+    "distilbert": RandomRecipe(
+        "DistilBertConfig",
+        "DistilBertForMaskedLM",
+        train_wordpiece,
+        _pad_wordpiece,
+        {},
+        {"intermediate_size": "hidden_dim"},
+    ),
 }
 
 
@@ -71,7 +88,8 @@ def build_random_checkpoint(spec: ModelSpec, out: Path, corpus: Path, seed: int 
 
     recipe = RECIPES[spec.architecture]
     tokenizer = recipe.pad_tokenizer(recipe.train_tokenizer(corpus), spec.vocab_size)
-    fields = {**spec.config_overrides(), "pad_token_id": tokenizer.pad_token_id, **recipe.special_ids}
+    overrides = {recipe.renames.get(k, k): v for k, v in spec.config_overrides().items()}
+    fields = {**overrides, "pad_token_id": tokenizer.pad_token_id, **recipe.special_ids}
     config = getattr(transformers, recipe.config_class)(**fields)
     torch.manual_seed(seed)
     model = getattr(transformers, recipe.model_class)(config).eval()

@@ -165,6 +165,30 @@ def parse_json_line(line: bytes | str, text_column: str, id_column: str | None) 
     return record.get(text_column), record.get(id_column) if id_column else None
 
 
+def check_columns(paths: list[Path], fmt: str, text_column: str, id_column: str | None) -> None:
+    """Parquet footers and CSV headers name their columns: a wrong --text-column fails before any output."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        for path in paths:
+            _check_columns(path, pq.read_schema(path).names, text_column, id_column)
+    elif fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        for path in paths:
+            header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16)).schema.names
+            _check_columns(path, header, text_column, id_column)
+    elif fmt == "jsonl":  # keys may vary per line: only a first line without them is taken as a wrong option
+        with open(paths[0], "rb") as f:
+            try:
+                first = json.loads(f.readline() or b"{}")
+            except ValueError:
+                return
+        if isinstance(first, dict) and first and text_column not in first:
+            raise InputError(f"the first line of {paths[0].name} has no key {text_column!r} (it has "
+                             f"{', '.join(map(str, first))}): set --text-column")
+
+
 def _check_columns(path: Path, names: list[str], text_column: str, id_column: str | None) -> None:
     for col in filter(None, (text_column, id_column)):
         if col not in names:
@@ -178,11 +202,8 @@ def _csv_blocks(path: Path, text_column: str, id_column: str | None, block_rows:
 
     # Binary columns: pyarrow checks UTF-8 per block; decoding each value here makes a bad byte one bad row.
     wanted = [c for c in (text_column, id_column) if c]
-    convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in wanted}, include_columns=wanted,
-                                  include_missing_columns=True)
+    convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in wanted}, include_columns=wanted)
     reader = pcsv.open_csv(path, convert_options=convert)
-    header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16)).schema.names
-    _check_columns(path, header, text_column, id_column)
     yield from _rebatch(_arrow_batches(reader), text_column, id_column, block_rows, skip)
 
 
@@ -191,7 +212,6 @@ def _parquet_blocks(path: Path, text_column: str, id_column: str | None, block_r
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    _check_columns(path, pf.schema_arrow.names, text_column, id_column)
     columns = [c for c in (text_column, id_column) if c]
     yield from _rebatch(pf.iter_batches(batch_size=block_rows, columns=columns), text_column, id_column,
                         block_rows, skip)
@@ -253,5 +273,6 @@ def clean_id(value: Any) -> str | None:
         return None
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", errors="replace")
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) if isinstance(
-        value, (list, dict)) else str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return value if isinstance(value, str) else str(value)

@@ -10,18 +10,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from polyglot_onnx.errors import JobError
+from polyglot_onnx.errors import DependencyError, JobError
 from polyglot_onnx.jobs import runfile
 from polyglot_onnx.jobs.chunks import Chunk, Position, iter_chunks
 from polyglot_onnx.jobs.codecs import Codec, calibrate
-from polyglot_onnx.jobs.encode import ChunkEncoder, Encoded
-from polyglot_onnx.jobs.inputs import count_rows, detect_format, fingerprint, resolve_inputs
+from polyglot_onnx.jobs.encode import ChunkEncoder, Encoded, vector_width
+from polyglot_onnx.jobs.inputs import check_columns, count_rows, detect_format, fingerprint, resolve_inputs
 from polyglot_onnx.jobs.options import JobOptions
 from polyglot_onnx.jobs.progress import JobProgress
 from polyglot_onnx.jobs.shards import build_table, commit_shard, committed_shards, merge_errors, schema
@@ -41,7 +41,7 @@ class Plan:
     start: Position
     done: int
     codec: Codec | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    lock: Any = None  # the open lock file: held while this process runs the job
 
     @property
     def user_ids(self) -> bool:
@@ -60,31 +60,50 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _lock(out: Path) -> Any:
+    """An exclusive lock on OUT/.lock: two processes on one job would each redo the other's shards."""
+    import fcntl
+
+    handle = open(out / ".lock", "w")  # noqa: SIM115 - held open until the process ends
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        handle.close()
+        raise JobError(f"another embed-corpus is running on {out}: wait for it, or stop it first") from err
+    return handle
+
+
 def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.PathLike[str], options: JobOptions,
              resume: bool = False) -> Plan:
     """Resolve inputs, load the package, and either start ``out_dir`` or check that it holds this same job."""
     from polyglot_onnx import Embedder
     from polyglot_onnx.manifest import sha256_file
 
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as err:
+        raise DependencyError("embed-corpus needs the jobs extra: pip install 'polyglot-onnx[jobs]'") from err
     out = Path(out_dir).expanduser()
     paths = resolve_inputs(inputs)
     fmt = detect_format(paths, options.format)
+    check_columns(paths, fmt, options.text_column, options.id_column)
     threads = options.threads if options.engine == "local" else 1
     embedder = Embedder.load(package, provider=options.provider, variant=options.variant, threads=threads)
     encoder = ChunkEncoder(embedder, options)  # validates long_text support early
     compared = {**options.compared(fmt, encoder.pooling), "variant": embedder.variant}
     files = fingerprint(paths)
     manifest = embedder.engine.manifest
+    manifest_sha256 = sha256_file(Path(package) / "manifest.json")
     run: dict[str, Any] = {
         "format": runfile.FORMAT,
         "status": "running",
         "package": {"path": str(Path(package).resolve()), "model": manifest.model.name,
                     "architecture": manifest.model.architecture, "variant": embedder.variant,
-                    "hidden_size": embedder.dimension, "provider": embedder.provider,
-                    "manifest_sha256": sha256_file(Path(package) / "manifest.json")},
+                    "dimension": vector_width(embedder, options.output), "provider": embedder.provider,
+                    "manifest_sha256": manifest_sha256},
         "options": compared,
         "inputs": {"format": fmt, "files": files},
-        "fingerprint": runfile.fingerprints(sha256_file(Path(package) / "manifest.json"), compared, files),
+        "fingerprint": runfile.fingerprints(manifest_sha256, compared, files),
         "codec": None,
         "columns": None,
         "counts": None,
@@ -92,13 +111,10 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
         "versions": _versions(),
     }
     previous = runfile.read_run(out) if out.is_dir() else None
-    if out.is_dir():  # temporary files of a run killed mid-write
-        for stray in list(out.glob(".*.tmp-*")):
-            stray.unlink()
     if previous is None:
         if resume:
             raise JobError(f"nothing to resume in {out} (no {runfile.RUN_FILE}): run without --resume to start")
-        if out.is_dir() and any(out.iterdir()):
+        if out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):  # ours: .lock, .*.tmp-*
             raise JobError(f"{out} is not empty and holds no embed-corpus run: choose an empty or new --out")
         out.mkdir(parents=True, exist_ok=True)
     else:
@@ -106,13 +122,17 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
         run["codec"], run["sessions"] = previous.get("codec"), previous.get("sessions", [])
         if previous.get("status") == "complete":
             run = previous
-    done = committed_shards(out)
-    start = done[-1].end if done else Position()
-    codec = Codec.from_metadata(run["codec"]) if run["codec"] else None
-    plan = Plan(Path(package), out, options, paths, fmt, embedder, run, start, len(done), codec)
-    if run["status"] != "complete":
-        runfile.write_run(out, run)
-    return plan
+    lock = _lock(out)
+    try:
+        done = committed_shards(out)  # also deletes the temporary files of a run killed mid-write
+        start = done[-1].end if done else Position()
+        codec = Codec.from_metadata(run["codec"]) if run["codec"] else None
+        if run["status"] != "complete":
+            runfile.write_run(out, run)
+    except BaseException:
+        lock.close()
+        raise
+    return Plan(Path(package), out, options, paths, fmt, embedder, run, start, len(done), codec, lock=lock)
 
 
 class Committer:
@@ -130,8 +150,8 @@ class Committer:
             sample = encoded.vectors
         else:
             parts = [r.embeddings for r in encoded.vectors]
-            sample = np.concatenate(parts) if parts else np.zeros((0, plan.embedder.dimension), np.float32)
-        codec = calibrate(plan.options.dtype, plan.embedder.dimension, sample)
+            sample = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+        codec = calibrate(plan.options.dtype, vector_width(plan.embedder, plan.options.output), sample)
         plan.run["codec"] = codec.metadata()
         plan.run["columns"] = {f.name: str(f.type) for f in schema(codec, plan.options.output, plan.user_ids)}
         runfile.write_run(plan.out_dir, plan.run)  # persisted before the first shard that uses it
@@ -157,7 +177,6 @@ class Committer:
         commit_shard(plan.out_dir, chunk, table)
         self.committed += 1
         self.rows += len(chunk)
-        self.progress.update(len(bad), 0)
 
 
 def encode_chunks(plan: Plan, progress: JobProgress) -> Iterator[tuple[Chunk, Encoded]]:
@@ -166,13 +185,20 @@ def encode_chunks(plan: Plan, progress: JobProgress) -> Iterator[tuple[Chunk, En
     o = plan.options
     for chunk in iter_chunks(plan.paths, plan.fmt, o.text_column, o.id_column, o.shard_size, plan.start):
         texts = [t for t in chunk.texts if t is not None]
-        yield chunk, encoder.encode(texts, on_batch=progress.update)
+        encoded = encoder.encode(texts, on_batch=progress.update)
+        progress.update(len(chunk) - len(texts), 0)  # bad rows count as done
+        yield chunk, encoded
 
 
 def run_job(plan: Plan) -> dict[str, Any]:
     """Run the plan's engine to the end of the input, then record counts, timings and status."""
-    if plan.run["status"] == "complete":
-        return plan.run
+    try:
+        return plan.run if plan.run["status"] == "complete" else _run(plan)
+    finally:
+        plan.lock.close()
+
+
+def _run(plan: Plan) -> dict[str, Any]:
     started = time.time()
     total = count_rows(plan.paths, plan.fmt)
     enabled = None if plan.options.show_progress else False
@@ -195,9 +221,9 @@ def run_job(plan: Plan) -> dict[str, Any]:
 def finish(plan: Plan, started: float, committer: Committer) -> dict[str, Any]:
     shards = committed_shards(plan.out_dir)
     if plan.codec is None:  # an empty input: still a valid, complete run
-        plan.codec = calibrate(plan.options.dtype, plan.embedder.dimension, np.zeros((0, 1)))
+        plan.codec = calibrate(plan.options.dtype, vector_width(plan.embedder, plan.options.output), np.zeros((0, 1)))
         plan.run["codec"] = plan.codec.metadata()
-        plan.run["columns"] = {f.name: str(f.type) for f in schema(plan.codec, plan.options.output, plan.user_ids)}
+    plan.run["columns"] = {f.name: str(f.type) for f in schema(plan.codec, plan.options.output, plan.user_ids)}
     counts = runfile.totals([s.meta for s in shards])
     merged = merge_errors(plan.out_dir)
     if merged != counts["errors"]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from polyglot_onnx.jobs.encode import ChunkEncoder, vector_width
 from polyglot_onnx.jobs.inputs import clean_id, clean_text, parse_json_line
 
 try:  # Ray is an optional extra; this module is only imported by the Ray engine and its workers.
@@ -64,7 +65,6 @@ class EmbedActor:
 
     def __init__(self, package: str, options: dict[str, Any], fmt: str) -> None:
         from polyglot_onnx import Embedder
-        from polyglot_onnx.jobs.encode import ChunkEncoder
         from polyglot_onnx.jobs.options import JobOptions
 
         self.options = JobOptions(**options)
@@ -95,7 +95,7 @@ class EmbedActor:
         n_tokens[good], truncated[good] = encoded.n_tokens, encoded.truncated
         columns = {"path": batch.column("path"), "reason": pa.array(reasons, pa.string()),
                    "id": pa.array(out_ids, pa.string()), "n_tokens": n_tokens, "truncated": truncated}
-        hidden = self.embedder.dimension
+        hidden = vector_width(self.embedder, o.output)
         if o.output == "sentence":
             full = np.zeros((n, hidden), np.float32)
             full[good] = encoded.vectors

@@ -127,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="sentence, token or word embeddings")
     _runtime_args(p)
-    p.add_argument("--pooling", choices=["mean", "cls"], default=None, help="default: the package's")
+    p.add_argument("--pooling", choices=["mean", "cls", "sentence-transformers"], default=None,
+                   help="default: the package's")
+    p.add_argument("--prompt-name", default=None, help="a prompt the package defines (e.g. query, passage)")
+    p.add_argument("--prompt", default=None, help="text prepended to every input, as sentence-transformers does")
+    p.add_argument("--dimensions", type=int, default=None, help="Matryoshka: keep the first N dimensions")
     p.add_argument("--output", choices=["sentence", "token", "word"], default="sentence")
     p.add_argument("--no-normalize", action="store_true")
     p.add_argument("--batch-size", type=int, default=32)
@@ -277,7 +281,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     texts = _texts(args)
     out = emb.encode(
         texts, batch_size=args.batch_size, normalize=not args.no_normalize, pooling=args.pooling, output=args.output,
-        long_text=args.long_text, window_stride=args.window_stride,
+        long_text=args.long_text, window_stride=args.window_stride, prompt_name=args.prompt_name, prompt=args.prompt,
+        dimensions=args.dimensions,
     )
     label = {"token": "tokens", "word": "words"}.get(args.output)
     if args.json:

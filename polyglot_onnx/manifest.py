@@ -47,6 +47,11 @@ class ModelInfo:
     has_mlm_head: bool
     local_window: int | None = None
     local_attention: str | None = None  # "banded" or "dense" for models with local layers
+    # sentence-transformers modules exported into sentence_embedding, e.g. ["Pooling(cls)", "Dense(..)", "Normalize"]
+    sentence_pipeline: list[str] = field(default_factory=list)
+    embedding_dim: int | None = None  # sentence_embedding width when a Dense module changes it
+    prompts: dict[str, str] = field(default_factory=dict)  # config_sentence_transformers.json prompts
+    default_prompt_name: str | None = None
 
 
 @dataclass(frozen=True)

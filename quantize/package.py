@@ -61,7 +61,10 @@ def smoke_run(path: Path, manifest: mf.Manifest) -> None:
     try:
         session = cpu_session(path)
         ids = np.full((2, 12), manifest.tokenizer.pad_token_id, dtype=np.int64)
-        ids[:, :10] = np.arange(10) + max(manifest.tokenizer.special_ids.values()) + 1
+        low = max(manifest.tokenizer.special_ids.values()) + 1
+        if low + 10 > manifest.model.vocab_size:  # <mask> is the last id (xlm-roberta)
+            low = len(manifest.tokenizer.special_ids)
+        ids[:, :10] = np.arange(10) + low
         mask = (ids != manifest.tokenizer.pad_token_id).astype(np.int64)
         feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
         if mf.MASK_POSITIONS in manifest.inputs:

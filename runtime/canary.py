@@ -109,7 +109,7 @@ def run_canary(
             "'polyglot-onnx quantize DIR --canary-only'"
         )
     n = len(texts)
-    sentence = np.zeros((n, manifest.model.hidden_size), np.float32)
+    sentence = np.zeros((n, manifest.model.embedding_dim or manifest.model.hidden_size), np.float32)
     nonfinite = np.zeros(n, np.int64)
     top_ids = np.zeros((n, TOP_K), np.int64) if has_head else None
     top_probs = np.zeros((n, TOP_K), np.float32) if has_head else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -10,11 +11,17 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.runtime import sentence_options as opts
 from polyglot_onnx.runtime.engine import EngineClient
 from polyglot_onnx.runtime.long_text import check_mode, run_windowed
 from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches, pad_ids
 
-POOLING_OUTPUTS: dict[str, str] = {"mean": mf.SENTENCE_EMBEDDING, "cls": mf.CLS_EMBEDDING}
+# "sentence-transformers": the checkpoint's modules.json pipeline (Pooling -> Dense -> Normalize) in the graph
+POOLING_OUTPUTS: dict[str, str] = {
+    "mean": mf.SENTENCE_EMBEDDING,
+    "cls": mf.CLS_EMBEDDING,
+    "sentence-transformers": mf.SENTENCE_EMBEDDING,
+}
 OUTPUT_KINDS = ("sentence", "token", "word")
 
 
@@ -46,7 +53,8 @@ class Embedder(EngineClient):
 
     @property
     def dimension(self) -> int:
-        return self.engine.manifest.model.hidden_size
+        model = self.engine.manifest.model
+        return model.embedding_dim or model.hidden_size
 
     def encode(
         self,
@@ -57,31 +65,49 @@ class Embedder(EngineClient):
         output: str = "sentence",
         long_text: str = "truncate",
         window_stride: int | None = None,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
     ) -> Any:
         """'sentence' -> float32 [n, hidden]; 'token' / 'word' -> one record per text, in input order.
 
         ``long_text``: 'truncate' cuts a text at the model maximum (TruncationWarning); 'window' embeds
         it whole, as overlapping windows ``window_stride`` tokens apart (default half a window).
+        ``prompt_name`` / ``prompt``, ``dimensions`` and ``precision`` (with int8 ``ranges``) act as in
+        sentence-transformers' encode: the prompt is prepended and pooled with the text; vectors are
+        truncated, then normalized, then quantized (runtime/sentence_options.py).
         """
         items, _ = as_text_list(texts)
-        pooling = pooling or self.engine.manifest.model.default_pooling
-        if pooling not in POOLING_OUTPUTS:
-            raise InputError(f"unknown pooling {pooling!r}: choose {' or '.join(POOLING_OUTPUTS)}")
+        items = opts.with_prompt(items, opts.resolve_prompt(self.engine.manifest.model, prompt_name, prompt))
+        pooling = self._pooling(pooling)
         if output not in OUTPUT_KINDS:
             raise InputError(f"unknown output {output!r}: choose {', '.join(OUTPUT_KINDS)}")
+        if output != "sentence" and (dimensions is not None or precision != "float32"):
+            raise InputError("dimensions and precision apply to sentence embeddings only: drop them or use output='sentence'")
+        width = self._width(pooling)
+        opts.check_dimensions(dimensions, width)
+        opts.check_precision(precision, ranges, dimensions or width)
+        finish = functools.partial(self._finish, normalize=normalize, dimensions=dimensions, precision=precision,
+                                   ranges=ranges)
         check_mode(long_text)
         encodings = self.engine.text.encode(items, truncating=long_text == "truncate")
         if long_text == "window" and any(e.overflowing for e in encodings):
-            return self._encode_windowed(items, encodings, batch_size, normalize, pooling, output, window_stride)
+            windowed = self._encode_windowed(
+                items, encodings, batch_size, normalize and output != "sentence", pooling, output, window_stride
+            )
+            return finish(windowed) if output == "sentence" else windowed
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size)
         if output == "sentence":
-            out = np.empty((len(items), self.dimension), dtype=np.float32)
+            out = np.empty((len(items), width), dtype=np.float32)
             for batch in batches:
                 ids, attn = self.engine.text.pad([encodings[i] for i in batch])
                 (vectors,) = self.engine.run([POOLING_OUTPUTS[pooling]], ids, attn)
                 self.engine.ensure_finite(vectors, batch)
                 out[batch] = vectors
-            return _normalized(out) if normalize else out
+            return finish(out)
         records: list[Any] = [None] * len(items)
         for batch in batches:
             ids, attn = self.engine.text.pad([encodings[i] for i in batch])
@@ -95,11 +121,40 @@ class Embedder(EngineClient):
                 records[i] = record
         return records
 
+    def _pooling(self, pooling: str | None) -> str:
+        """The caller's pooling or the package default; 'mean' is not on offer where sentence_embedding
+        holds a sentence-transformers pipeline (e.g. LaBSE's CLS -> Dense -> Normalize)."""
+        model = self.engine.manifest.model
+        pooling = pooling or model.default_pooling
+        offered = ("sentence-transformers", "cls") if model.default_pooling == "sentence-transformers" else ("mean", "cls")
+        if pooling not in offered:
+            raise InputError(f"unknown pooling {pooling!r} for this package: choose {' or '.join(offered)}")
+        return pooling
+
+    def _width(self, pooling: str) -> int:
+        return self.dimension if POOLING_OUTPUTS[pooling] == mf.SENTENCE_EMBEDDING else self.engine.manifest.model.hidden_size
+
+    @staticmethod
+    def _finish(
+        out: np.ndarray, normalize: bool, dimensions: int | None, precision: str, ranges: np.ndarray | None
+    ) -> np.ndarray:
+        """sentence-transformers' order: truncate (Matryoshka), normalize, quantize."""
+        if dimensions is not None:
+            out = np.ascontiguousarray(out[:, :dimensions])
+        if normalize:
+            out = _normalized(out)
+        return out if precision == "float32" else opts.quantize(out, precision, ranges)
+
     def _encode_windowed(
         self, items: list[str], encodings: list[Any], batch_size: int, normalize: bool, pooling: str, output: str,
         stride: int | None,
     ) -> Any:
         """Long texts as overlapping windows merged back token by token (runtime/long_text.py)."""
+        if output == "sentence" and pooling not in ("mean", "cls"):  # a Dense/Normalize head needs one pass
+            raise InputError(
+                f"long_text='window' pools a long text's merged tokens by mean or CLS, not by this package's "
+                f"{pooling!r} pipeline: use long_text='truncate', or pooling='cls'"
+            )
         docs, pooled, hidden = run_windowed(
             self.engine, encodings, batch_size, POOLING_OUTPUTS[pooling], stride, all_tokens=output != "sentence"
         )
@@ -119,9 +174,7 @@ class Embedder(EngineClient):
         budget): rows are model input ids with special tokens, as ``engine.text.encode`` makes them.
         'sentence' -> float32 [n, hidden]; 'token' -> one float32 [len_i, hidden] array per row.
         """
-        pooling = pooling or self.engine.manifest.model.default_pooling
-        if pooling not in POOLING_OUTPUTS:
-            raise InputError(f"unknown pooling {pooling!r}: choose {' or '.join(POOLING_OUTPUTS)}")
+        pooling = self._pooling(pooling)
         if output not in ("sentence", "token"):
             raise InputError(f"encode_ids output must be 'sentence' or 'token', not {output!r}")
         if not rows or any(not row for row in rows):

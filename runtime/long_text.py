@@ -106,21 +106,24 @@ class Windows:
         return [head + content[s : s + self.room] + tail for s in self.starts]
 
     def owners(self) -> np.ndarray:
-        """For each text token, the window whose centre is nearest (the first on a tie)."""
+        """For each text token, the window whose centre is nearest (the first on a tie); non-decreasing."""
         centres = np.asarray(self.starts) + (self.room - 1) / 2
         positions = np.arange(len(self.doc.content))
-        return np.argmin(np.abs(positions[:, None] - centres[None, :]), axis=1)
+        right = np.minimum(np.searchsorted(centres, positions), len(centres) - 1)
+        left = np.maximum(right - 1, 0)
+        nearer_left = np.abs(positions - centres[left]) <= np.abs(positions - centres[right])
+        return np.where(nearer_left, left, right)
 
     def merge(self, vectors: Sequence[np.ndarray]) -> np.ndarray:
         """[len(doc.ids), hidden] from one [prefix + room + suffix, hidden] array per window."""
-        prefix, suffix, n = self.doc.prefix, self.doc.suffix, len(self.doc.content)
-        stacked = np.stack(list(vectors))
+        prefix, n = self.doc.prefix, len(self.doc.content)
         owner = self.owners()
-        inner = prefix + np.arange(n) - np.asarray(self.starts)[owner]
-        out = np.empty((len(self.doc.ids), stacked.shape[-1]), dtype=stacked.dtype)
-        out[:prefix] = stacked[0, :prefix]
-        out[prefix : prefix + n] = stacked[owner, inner]
-        out[prefix + n :] = stacked[-1, prefix + self.room :]
+        out = np.empty((len(self.doc.ids), vectors[0].shape[-1]), dtype=vectors[0].dtype)
+        out[:prefix] = vectors[0][:prefix]
+        for k, (start, window) in enumerate(zip(self.starts, vectors)):
+            lo, hi = np.searchsorted(owner, k, side="left"), np.searchsorted(owner, k, side="right")
+            out[prefix + lo : prefix + hi] = window[prefix + lo - start : prefix + hi - start]
+        out[prefix + n :] = vectors[-1][prefix + self.room :]
         return out
 
 

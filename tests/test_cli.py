@@ -77,12 +77,12 @@ def test_fill_mask_error_exit(tiny_models):
 
 
 def test_catalog_facts():
-    assert set(CATALOG) == {"mbert-cased", "mmbert-small", "mmbert-base"}
+    assert {"mbert-cased", "mmbert-small", "mmbert-base"} <= set(CATALOG)  # issue 15 adds neighbours
     mbert, small, base = get_spec("mbert-cased"), get_spec("mmbert-small"), get_spec("mmbert-base")
     assert (mbert.num_layers, mbert.hidden_size, mbert.vocab_size, mbert.max_length, mbert.mask_token) == (12, 768, 119547, 512, "[MASK]")
     assert (small.num_layers, small.hidden_size, small.num_heads, small.intermediate_size) == (22, 384, 6, 1152)
     assert (base.hidden_size, base.num_heads, base.vocab_size, base.max_length, base.mask_token) == (768, 12, 256000, 8192, "<mask>")
     assert base.local_window == 128 and base.global_every == 3
-    assert all(s.default_pooling == "mean" for s in CATALOG.values())
-    with pytest.raises(ModelNotFoundError, match="known names are mbert-cased, mmbert-base, mmbert-small"):
+    assert all(get_spec(n).default_pooling == "mean" for n in ("mbert-cased", "mmbert-small", "mmbert-base"))
+    with pytest.raises(ModelNotFoundError, match="known names are .*mbert-cased, mmbert-base, mmbert-small"):
         get_spec("xlmr")

@@ -149,6 +149,28 @@ def test_banded_export_validates_beyond_two_windows(tiny_models):
     assert [6, 3 * WINDOW + 7] in cases  # the window-edge batch: 55, 17, 16, 15, 9, 3 tokens
 
 
+def test_int8_and_fp16_of_the_banded_graph_hold_at_long_lengths(quantized):
+    """The quantize stage builds both variants from the banded graph; both stay near fp32 at 1,000 tokens."""
+    import onnxruntime as ort
+
+    pkg = quantized["tiny-modernbert"]
+    manifest = mf.read_manifest(pkg)
+    feeds = _batch([1000, WINDOW + 1, 1])
+    feeds[mf.MASK_POSITIONS] = np.zeros(0, np.int64)
+
+    def sentence(variant: str) -> np.ndarray:
+        path = str(pkg / manifest.variants[variant].graph_file)
+        return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run([mf.SENTENCE_EMBEDDING], feeds)[0]
+
+    ref = sentence("fp32")
+    for variant, floor in (("int8", 0.999), ("fp16", 0.99999)):
+        out = sentence(variant)
+        cos = (out * ref).sum(-1) / (np.linalg.norm(out, axis=-1) * np.linalg.norm(ref, axis=-1))
+        assert np.isfinite(out).all() and cos.min() >= floor, (variant, cos)
+        assert manifest.variants[variant].validation["drift"]["passed"]
+        assert manifest.variants[variant].op_counts["Attention"] == 3
+
+
 @pytest.mark.slow
 def test_banded_equals_pytorch_at_4096_and_8192(modernbert_graphs):
     """The tiny model far past its 512 maximum (rotary positions are computed, not looked up)."""
@@ -197,6 +219,25 @@ def _torch_windowed(checkpoint: Path, text: str, max_length: int, stride: int) -
         merged.append(outs[best][1 + t - starts[best]])
     merged.append(outs[-1][-1])
     return ids, np.stack(merged)
+
+
+@pytest.mark.parametrize("n, room, stride", [(10, 4, 2), (11, 4, 3), (100, 30, 7), (31, 30, 30), (1000, 510, 255)])
+def test_merge_takes_each_token_from_its_most_central_window(n, room, stride):
+    from polyglot_onnx.runtime.long_text import Document, Windows, window_starts
+
+    ids = list(range(n + 2))
+    windows = Windows(Document(ids, [""] * (n + 2), [(0, 0)] * (n + 2), [None] * (n + 2), 1, 1), room,
+                      window_starts(n, room, stride))
+    assert windows.starts[0] == 0 and windows.starts[-1] + room == n
+    assert [r[1:-1] for r in windows.rows()] == [ids[1 + s : 1 + s + room] for s in windows.starts]
+    vectors = [np.random.default_rng(k).standard_normal((room + 2, 3)) for k in range(len(windows.starts))]
+    expected = [vectors[0][0]]
+    for t in range(n):
+        covering = [(abs(t - (s + (room - 1) / 2)), k) for k, s in enumerate(windows.starts) if s <= t < s + room]
+        k = min(covering)[1]  # nearest centre, first window on a tie
+        expected.append(vectors[k][1 + t - windows.starts[k]])
+    expected.append(vectors[-1][-1])
+    np.testing.assert_array_equal(windows.merge(vectors), np.stack(expected))
 
 
 @pytest.mark.parametrize("stride", [None, 100])
