@@ -47,8 +47,12 @@ class SentencePipeline:
 
     @property
     def trivial(self) -> str | None:
-        """'mean' or 'cls' when the graph's existing outputs already are this pipeline; else None."""
-        if not self.dense and not self.normalize and self.pooling in (("mean",), ("cls",)):
+        """'mean' or 'cls' when the graph's existing outputs already are this pipeline; else None.
+
+        A trailing Normalize alone keeps the graph as it is (all-MiniLM-L6-v2's mean + Normalize): the
+        runtime normalizes such packages' default pooling itself, with or without ``normalize``.
+        """
+        if not self.dense and self.pooling in (("mean",), ("cls",)):
             return self.pooling[0]
         return None
 

@@ -145,7 +145,7 @@ def write_sentence_transformers_files(
     for weight, bias, activation in dense or []:
         folder = add("Dense", {
             "in_features": int(weight.shape[1]), "out_features": int(weight.shape[0]), "bias": bias is not None,
-            "activation_function": f"torch.nn.modules.activation.{activation}",
+            "activation_function": _torch_class_path(activation),
         })
         tensors = {"linear.weight": weight.contiguous()} | ({"linear.bias": bias.contiguous()} if bias is not None else {})
         save_file(tensors, str(folder / "model.safetensors"))
@@ -201,3 +201,11 @@ def build_tiny_e5_like(
     return write_sentence_transformers_files(
         out, 64, pooling, dense, normalize=False, prompts={"query": "query: ", "passage": "passage: "}
     )
+
+
+def _torch_class_path(name: str) -> str:
+    """torch.nn.Tanh -> 'torch.nn.modules.activation.Tanh', as sentence-transformers writes it."""
+    import torch
+
+    cls = getattr(torch.nn, name)
+    return f"{cls.__module__}.{cls.__name__}"

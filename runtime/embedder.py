@@ -90,8 +90,11 @@ class Embedder(EngineClient):
         width = self._width(pooling)
         opts.check_dimensions(dimensions, width)
         opts.check_precision(precision, ranges, dimensions or width)
-        finish = functools.partial(self._finish, normalize=normalize, dimensions=dimensions, precision=precision,
-                                   ranges=ranges)
+        model = self.engine.manifest.model
+        # a modules.json Normalize after plain mean / cls pooling is applied here, as sentence-transformers does
+        st_normalize = pooling == model.default_pooling and model.sentence_pipeline[-1:] == ["Normalize"]
+        finish = functools.partial(self._finish, normalize=normalize or st_normalize, dimensions=dimensions,
+                                   precision=precision, ranges=ranges)
         check_mode(long_text)
         encodings = self.engine.text.encode(items, truncating=long_text == "truncate")
         if long_text == "window" and any(e.overflowing for e in encodings):

@@ -138,3 +138,44 @@ def test_int8_and_fp16_with_drift_evidence(families, tmp_path, name):
     assert cos.min() > 0.99
     fm = FillMask.load(pkg, provider="cpu", variant="int8")
     assert len(fm(f"Paris est la {fm.mask_token} de la France.", top_k=3)) == 3
+
+
+def test_catalog_facts_for_the_neighbours():
+    from polyglot_onnx.catalog import CATALOG, get_spec
+
+    xlmr, large, m3 = get_spec("xlm-roberta-base"), get_spec("xlm-roberta-large"), get_spec("bge-m3")
+    assert (xlmr.architecture, xlmr.vocab_size, xlmr.max_length, xlmr.mask_token) == ("xlm-roberta", 250002, 512, "<mask>")
+    assert xlmr.config_overrides()["max_position_embeddings"] == 514 and xlmr.config_overrides()["type_vocab_size"] == 1
+    assert (large.num_layers, large.hidden_size, large.num_heads, large.intermediate_size) == (24, 1024, 16, 4096)
+    assert m3.config_overrides()["max_position_embeddings"] == 8194 and m3.default_pooling == "cls"
+    labse = get_spec("labse")
+    assert labse.pipeline == ("Pooling(cls)", "Dense(768->768, tanh)", "Normalize") and labse.vocab_size == 501153
+    assert labse.config_overrides()["max_position_embeddings"] == 512 and labse.max_length == 256
+    assert dict(get_spec("multilingual-e5-small").prompts) == {"query": "query: ", "passage": "passage: "}
+    distil = get_spec("distilbert-base-multilingual-cased")
+    assert (distil.architecture, distil.num_layers, distil.vocab_size) == ("distilbert", 6, 119547)
+    assert get_spec("bert-base-multilingual-uncased").vocab_size == 105879
+    from polyglot_onnx.export.architectures import STRATEGIES
+    from polyglot_onnx.export.random_weights import RECIPES
+
+    assert {s.architecture for s in CATALOG.values()} <= set(STRATEGIES) & set(RECIPES)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["xlm-roberta-base", "distilbert-base-multilingual-cased"])
+def test_random_weights_recipe_at_reduced_depth(tmp_path, name):
+    """The catalog's architecture rebuilt with random weights (narrowed: full size is minutes on 2 cores)."""
+    if not os.environ.get("POLYGLOT_SLOW"):
+        pytest.skip("builds and exports one more model (~20 s on 2 cores): set POLYGLOT_SLOW=1 to run it")
+    from dataclasses import replace
+
+    from polyglot_onnx.catalog import get_spec
+    from polyglot_onnx.export import ExportOptions, export_package
+    from polyglot_onnx.export.random_weights import build_random_checkpoint
+
+    spec = replace(get_spec(name), num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64, vocab_size=3000)
+    ckpt = build_random_checkpoint(spec, tmp_path / "ckpt", CORPUS)
+    manifest = export_package(str(ckpt), tmp_path / "pkg", ExportOptions(show_progress=False))
+    assert manifest.model.max_length == 512 and manifest.variants["fp32"].op_counts["Attention"] == 1
+    if spec.architecture == "xlm-roberta":
+        assert manifest.tokenizer.mask_token_id == 2999  # <mask> last, as in the published vocabulary
