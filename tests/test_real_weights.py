@@ -90,3 +90,17 @@ def test_full_size_architecture_exports_fused_and_valid(name, layers, tmp_path):
     assert manifest.variants["fp32"].op_counts["Attention"] == layers
     assert manifest.variants["fp32"].validation["passed"]
     assert read_manifest(tmp_path / name).model.vocab_size == {"mmbert-small": 256000, "mbert-cased": 119547}[name]
+
+
+def test_trained_minilm_equals_sentence_transformers_encode(minilm):
+    """Real weights through modules.json (mean pooling + Normalize): the vectors SentenceTransformer gives,
+    with and without normalize (its Normalize module applies either way), and Matryoshka-truncated."""
+    st = pytest.importorskip("sentence_transformers", reason="in the test extra").SentenceTransformer
+    model = st(str(_minilm_dir()), device="cpu")
+    texts = ["A man is eating food.", "Un homme mange de la nourriture.", "Der Aktienmarkt ist heute eingebrochen."]
+    emb = Embedder.load(minilm, variant="fp32", provider="cpu")
+    assert read_manifest(minilm).model.sentence_pipeline == ["Pooling(mean)", "Normalize"]
+    for normalize in (False, True):
+        np.testing.assert_allclose(emb.encode(texts, normalize=normalize), model.encode(texts), atol=2e-6)
+    np.testing.assert_allclose(emb.encode(texts, dimensions=64), model.encode(texts, truncate_dim=64,
+                               normalize_embeddings=True), atol=2e-6)
