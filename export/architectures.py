@@ -29,6 +29,13 @@ class ArchStrategy:
     # RoBERTa family: positions start after the padding index (pad_token_id + 1), computed by the model itself
     # from input_ids, so max_position_embeddings holds pad_token_id + 1 positions no text can use.
     positions_after_pad: bool = False
+    # transformers attention route: "sdpa" fuses to ai.onnx Attention; "eager" for models without SDPA
+    # (DeBERTa's disentangled attention), whose fused count is then honestly 0 ("unfused")
+    attn_implementation: str = "sdpa"
+
+    @property
+    def fused(self) -> bool:
+        return any(self.fused_ops_per_layer.values())
 
     def encoder(self, model: Any) -> Any:
         """The bare encoder, whether ``model`` is the *ForMaskedLM wrapper or the base model."""
@@ -108,6 +115,14 @@ STRATEGIES: dict[str, ArchStrategy] = {
             transform_attr="vocab_transform",
             fused_ops_per_layer={"Attention": 1},
             transform_steps=("vocab_transform", "activation", "vocab_layer_norm"),
+        ),
+        ArchStrategy(
+            model_type="deberta-v2",
+            encoder_attr="deberta",
+            transform_attr="cls.predictions.transform",  # mdeberta-v3's legacy head, BERT-shaped
+            fused_ops_per_layer={"Attention": 0},  # disentangled attention has no fused ONNX operator
+            needs_token_type_ids=True,
+            attn_implementation="eager",
         ),
     )
 }

@@ -132,7 +132,7 @@ def _load(model: str, trust_remote_code: bool) -> Checkpoint:
     architectures = getattr(config, "architectures", None) or []
     wants_head = any(a.endswith("ForMaskedLM") for a in architectures)
     kwargs: dict[str, Any] = {
-        "attn_implementation": "sdpa",
+        "attn_implementation": strategy.attn_implementation,
         "dtype": "float32",
         "trust_remote_code": trust_remote_code,
     }

@@ -90,6 +90,7 @@ def _model_info(ckpt: Checkpoint, banded: bool) -> mf.ModelInfo:
         has_mlm_head=ckpt.has_mlm_head,
         local_window=ckpt.strategy.local_window(cfg),
         local_attention=None if ckpt.strategy.layer_kinds(cfg) is None else ("banded" if banded else "dense"),
+        attention="fused" if ckpt.strategy.fused else "unfused",
         **_sentence_fields(ckpt),
     )
 
@@ -161,7 +162,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
             f"{'masked-LM head' if ckpt.has_mlm_head else 'embedding-only (no masked-LM head)'}"
         )
     banded = options.banded_attention and ckpt.strategy.banded_local
-    kind = "fused, banded local" if banded else "fused"
+    kind = "fused, banded local" if banded else ("fused" if ckpt.strategy.fused else "unfused (no fused operator)")
     with progress.step(f"exporting to ONNX (torch.onnx dynamo, opset 23, {kind} attention)"):
         module = build_module(ckpt)
         try:

@@ -14,7 +14,7 @@ from typing import Any
 
 from polyglot_onnx.catalog import ModelSpec
 from polyglot_onnx.export.tiny import save_checkpoint, train_gemma_like, train_wordpiece
-from polyglot_onnx.export.tiny_families import pad_unigram, train_unigram
+from polyglot_onnx.export.tiny_families import MDEBERTA_CONFIG, pad_unigram, train_unigram, train_unigram_bert_layout
 
 
 def _pad_wordpiece(tokenizer: Any, size: int) -> Any:
@@ -77,6 +77,13 @@ RECIPES: dict[str, RandomRecipe] = {
         _pad_wordpiece,
         {},
         {"intermediate_size": "hidden_dim"},
+    ),
+    "deberta-v2": RandomRecipe(
+        "DebertaV2Config",
+        "DebertaV2ForMaskedLM",
+        train_unigram_bert_layout,
+        pad_unigram,
+        {**MDEBERTA_CONFIG, "position_buckets": 256},
     ),
 }
 

@@ -109,7 +109,7 @@ def pad_unigram(tokenizer: Any, size: int) -> Any:
     vocab = data["model"]["vocab"]
     vocab.extend([f"<unused{i}>", -100.0] for i in range(size - 1 - len(vocab)))
     for added in data["added_tokens"]:
-        if added["content"] == "<mask>":
+        if added["content"] == tokenizer.mask_token:
             added["id"] = size - 1
     fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), **tokenizer.special_tokens_map)
     return fast
@@ -209,3 +209,62 @@ def _torch_class_path(name: str) -> str:
 
     cls = getattr(torch.nn, name)
     return f"{cls.__module__}.{cls.__name__}"
+
+
+def train_unigram_bert_layout(corpus: Path) -> Any:
+    """Unigram in mdeberta-v3's layout: [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3, [MASK] last."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    base = train_unigram(corpus)
+    data = json.loads(base.backend_tokenizer.to_str())
+    names = {"<pad>": "[PAD]", "<s>": "[CLS]", "</s>": "[SEP]", "<unk>": "[UNK]", "<mask>": "[MASK]"}
+    order = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[UNK]": 3}
+    vocab = data["model"]["vocab"]
+    for entry in vocab:
+        entry[0] = names.get(entry[0], entry[0])
+    vocab.sort(key=lambda e: order.get(e[0], 4))
+    data["model"]["unk_id"] = 3
+    for added in data["added_tokens"]:
+        added["content"] = names.get(added["content"], added["content"])
+        added["id"] = order.get(added["content"], added["id"])
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+        "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [1], "tokens": ["[CLS]"]},
+                           "[SEP]": {"id": "[SEP]", "ids": [2], "tokens": ["[SEP]"]}},
+    }
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)), pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]",
+    )
+
+
+# mdeberta-v3-base's config.json fields beyond the sizes (disentangled relative attention, legacy MLM head)
+MDEBERTA_CONFIG = {
+    "relative_attention": True, "max_relative_positions": -1, "pos_att_type": ["p2c", "c2p"],
+    "position_biased_input": False, "type_vocab_size": 0, "norm_rel_ebd": "layer_norm", "share_att_key": True,
+    "legacy": True,
+}
+
+
+def build_tiny_mdeberta(out: Path, corpus: Path, seed: int = 0) -> Path:
+    """A 2-layer DebertaV2ForMaskedLM (legacy BERT-shaped head, relative positions, no absolute ones)."""
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
+
+    tokenizer = train_unigram_bert_layout(corpus)
+    tokenizer.model_max_length = 256
+    torch.manual_seed(seed)
+    config = DebertaV2Config(
+        vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=128, max_position_embeddings=256, position_buckets=32, pad_token_id=0, **MDEBERTA_CONFIG,
+    )
+    model = DebertaV2ForMaskedLM(config).eval()
+    return save_checkpoint(model, tokenizer, out)

@@ -114,6 +114,10 @@ MULTILINGUAL_NEIGHBOURS: tuple[ModelSpec, ...] = (
         vocab_size=250037, max_length=128, max_positions=512, mask_token="<mask>", has_mlm_head=False, pipeline=("Pooling(mean)",),
         **_MINI,
     ),
+    ModelSpec(  # disentangled attention: no fused ONNX operator, exported "unfused" (fused count 0)
+        name="mdeberta-v3-base", hub_id="microsoft/mdeberta-v3-base", architecture="deberta-v2", vocab_size=251000,
+        max_length=512, mask_token="[MASK]", **_BASE,
+    ),
 )
 
 

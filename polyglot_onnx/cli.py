@@ -311,7 +311,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{m.name}  ({m.architecture}, {m.num_layers} layers, hidden {m.hidden_size}, vocab {m.vocab_size})")
     print(f"  source: {m.source}")
     print(f"  max length {m.max_length}, pooling {m.default_pooling}, "
-          f"{'fill-mask + embeddings' if m.has_mlm_head else 'embeddings only'}")
+          f"{'fill-mask + embeddings' if m.has_mlm_head else 'embeddings only'}, {m.attention} attention")
+    if m.sentence_pipeline:
+        print(f"  sentence-transformers: {' -> '.join(m.sentence_pipeline)}; prompts: {', '.join(m.prompts) or 'none'}")
     print(f"  mask token: {manifest.tokenizer.mask_token}  inputs: {', '.join(manifest.inputs)}")
     for v in manifest.variants.values():
         print(f"  variant {v.name}: {v.total_size / 1e6:.1f} MB, ops {v.op_counts}")

@@ -52,6 +52,7 @@ class ModelInfo:
     embedding_dim: int | None = None  # sentence_embedding width when a Dense module changes it
     prompts: dict[str, str] = field(default_factory=dict)  # config_sentence_transformers.json prompts
     default_prompt_name: str | None = None
+    attention: str = "fused"  # "unfused" where no fused ONNX operator exists (DeBERTa's disentangled attention)
 
 
 @dataclass(frozen=True)

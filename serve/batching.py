@@ -22,6 +22,9 @@ from typing import Any
 from polyglot_onnx.errors import InputError
 
 RunBatch = Callable[[Hashable, list[Any]], list[Any]]
+# Padding bound for a batch (see Batcher._fits).
+PADDING_SLACK = 1.5
+PADDING_ALLOWANCE = 64
 
 
 @dataclass
@@ -155,6 +158,13 @@ class BatchQueue:
     def _width(self, length: int) -> int:
         return -(-length // self.pad_multiple) * self.pad_multiple
 
+    def _fits(self, rows: int, width: int, real_tokens: int) -> bool:
+        """Within the token budget, and padding stays a bounded share of the work: measured on
+        MiniLM int8, one batch of 64 mixed-length texts padded to the longest cost 2.7x per text
+        what batches of 8 did, so a batch grows only while padded <= 1.5 x real tokens + 64."""
+        padded = rows * self._width(width)
+        return padded <= self.max_batch_tokens and padded <= PADDING_SLACK * real_tokens + PADDING_ALLOWANCE
+
     def _cut(self) -> list[_Item]:
         """The oldest waiting input plus its nearest neighbours in length, under the token budget."""
         while self._fifo and self._fifo[0].taken:
@@ -165,21 +175,25 @@ class BatchQueue:
         group, orders = self._groups[head.key], self._orders[head.key]
         lo = hi = bisect.bisect_left(orders, head.order)
         width = head.length
+        real = head.length
         while hi - lo + 1 < self.max_batch_rows:
             rows = hi - lo + 1
-            down = width - group[lo - 1].length if lo > 0 and (rows + 1) * self._width(width) <= self.max_batch_tokens else None
-            up = None
+            down = up = None
+            if lo > 0 and self._fits(rows + 1, width, real + group[lo - 1].length):
+                down = width - group[lo - 1].length
             if hi + 1 < len(group):
                 wider = group[hi + 1].length
-                if (rows + 1) * self._width(wider) <= self.max_batch_tokens:
+                if self._fits(rows + 1, wider, real + wider):
                     up = (wider - width) * rows
             if down is None and up is None:
                 break
             if up is None or (down is not None and down <= up):
                 lo -= 1
+                real += group[lo].length
             else:
                 hi += 1
                 width = group[hi].length
+                real += width
         batch = group[lo : hi + 1]
         del group[lo : hi + 1]
         del orders[lo : hi + 1]

@@ -162,7 +162,7 @@ def test_catalog_facts_for_the_neighbours():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["xlm-roberta-base", "distilbert-base-multilingual-cased"])
+@pytest.mark.parametrize("name", ["xlm-roberta-base", "distilbert-base-multilingual-cased", "mdeberta-v3-base"])
 def test_random_weights_recipe_at_reduced_depth(tmp_path, name):
     """The catalog's architecture rebuilt with random weights (narrowed: full size is minutes on 2 cores)."""
     if not os.environ.get("POLYGLOT_SLOW"):
@@ -176,6 +176,47 @@ def test_random_weights_recipe_at_reduced_depth(tmp_path, name):
     spec = replace(get_spec(name), num_layers=1, hidden_size=32, num_heads=2, intermediate_size=64, vocab_size=3000)
     ckpt = build_random_checkpoint(spec, tmp_path / "ckpt", CORPUS)
     manifest = export_package(str(ckpt), tmp_path / "pkg", ExportOptions(show_progress=False))
-    assert manifest.model.max_length == 512 and manifest.variants["fp32"].op_counts["Attention"] == 1
+    fused = 0 if spec.architecture == "deberta-v2" else 1
+    assert manifest.model.max_length == 512 and manifest.variants["fp32"].op_counts["Attention"] == fused
     if spec.architecture == "xlm-roberta":
         assert manifest.tokenizer.mask_token_id == 2999  # <mask> last, as in the published vocabulary
+
+
+@pytest.mark.slow
+def test_mdeberta_exports_unfused_and_matches_transformers(tmp_path):
+    """Disentangled attention has no fused operator: the fusion check asserts the declared 0, the manifest
+    and info say 'unfused', and fill-mask and embeddings still equal transformers."""
+    if not os.environ.get("POLYGLOT_SLOW"):
+        pytest.skip("one more export (~25 s on 2 cores): set POLYGLOT_SLOW=1 to run it")
+    import subprocess
+    import sys
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer, pipeline
+
+    from polyglot_onnx.export import ExportOptions, export_package
+    from polyglot_onnx.export.tiny_families import build_tiny_mdeberta
+
+    ckpt = build_tiny_mdeberta(tmp_path / "ckpt", CORPUS)
+    manifest = export_package(str(ckpt), tmp_path / "pkg", ExportOptions(show_progress=False))
+    assert manifest.model.architecture == "deberta-v2" and manifest.model.attention == "unfused"
+    assert manifest.variants["fp32"].op_counts["Attention"] == 0
+    info = subprocess.run([sys.executable, "-m", "polyglot_onnx", "info", str(tmp_path / "pkg")],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert "unfused attention" in info.stdout, info.stderr
+    family = Family("tiny-mdeberta", "deberta-v2", ckpt, tmp_path / "pkg")
+    fm = FillMask.load(family.package, provider="cpu")
+    pipe = pipeline("fill-mask", model=str(ckpt), device="cpu")
+    text = f"Paris est la {fm.mask_token} de la France."
+    for a, b in zip(fm(text, top_k=5), pipe(text, top_k=5)):
+        assert (a["token"], a["sequence"]) == (b["token"], b["sequence"])
+        assert a["score"] == pytest.approx(b["score"], rel=1e-4, abs=1e-7)
+    model, tok = AutoModel.from_pretrained(ckpt).eval(), AutoTokenizer.from_pretrained(ckpt)
+    texts = [sample_lines(1)[0], "Ok."]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc).last_hidden_state.numpy()
+    for i, record in enumerate(Embedder.load(family.package, provider="cpu").encode(texts, output="token",
+                                                                                    normalize=False)):
+        n = int(enc["attention_mask"][i].sum())
+        np.testing.assert_allclose(record.embeddings, hidden[i, :n], atol=1e-4)
