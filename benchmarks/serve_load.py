@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                              lambda t, m=model: {"input": [t], "model": m}, args, texts, lengths, levels)
         else:
             raise SystemExit(f"unknown contender {name!r}: choose inprocess, server, nobatch, infinity")
-    meta = {"package": str(args.package), "variant": args.variant, "threads": args.threads, "texts": len(texts),
+    meta = {"package": args.package.name, "variant": args.variant, "threads": args.threads, "texts": len(texts),
             "low": args.low, "high": args.high, "mean_tokens": float(np.mean(lengths)), "cpu_count": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "python": platform.python_version()}
     with open(Path(args.out) / "results.jsonl", "w", encoding="utf-8") as fh:

@@ -241,7 +241,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "package": self.package,
+            "package": Path(self.package).name,  # results carry no machine paths
             "reference": self.reference,
             "corpus": self.corpus,
             "checked": self.checked,

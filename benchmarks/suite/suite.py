@@ -226,10 +226,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                     _record_missing(spec, mine, rows_path, str(err))
     rows = _read_rows(rows_path)
     _derive(rows, shape, lengths, peaks)
-    context = {"model": name, "checkpoint": str(checkpoint), "random_weights": options.random_weights,
+    context = {"model": name, "checkpoint": Path(checkpoint).name, "random_weights": options.random_weights,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine_facts(options.threads, options.provider), "versions": versions(), "peaks": peaks,
-               "timing": options.timing.__dict__, "command": " ".join(sys.argv), "max_length": max_length,
+               "timing": options.timing.__dict__, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "max_length": max_length,
                "corpus": next(({"texts": len(w.texts), "shortest": min(w.lengths), "longest": max(w.lengths),
                                 "tokens": w.tokens} for w in workloads if w.kind == CORPUS), None)}
     for row in rows:
