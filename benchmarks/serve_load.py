@@ -195,13 +195,19 @@ def ours(args: argparse.Namespace, port: int, extra: list[str]) -> list[str]:
             "--max-concurrent-requests", "4096", *extra]
 
 
+INFINITY_MODEL = "infinity-model"
+
+
 def infinity_cmd(args: argparse.Namespace, port: int) -> list[str]:
     """Infinity from its own venv (it pins its own torch/optimum); the same checkpoint, ONNX engine."""
     if not args.infinity_env or not args.checkpoint:
         raise SystemExit("the infinity contender needs --infinity-env VENV and --checkpoint DIR")
-    exe = Path(args.infinity_env) / "bin" / "infinity_emb"
-    return [str(exe), "v2", "--model-id", str(args.checkpoint), "--engine", "optimum", "--port", str(port),
-            "--batch-size", "32", "--device", "cpu"]
+    exe = Path(args.infinity_env).resolve() / "bin" / "infinity_emb"
+    # Run from inside the checkpoint with --model-id .: infinity 0.0.78 hands optimum the ONNX file
+    # prefixed with a local model path, which optimum then fails to find.
+    serve = (f'cd "{Path(args.checkpoint).resolve()}" && exec "{exe}" v2 --model-id . --served-model-name '
+             f"{INFINITY_MODEL} --engine optimum --port {port} --batch-size 32 --device cpu")
+    return ["sh", "-c", serve]
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -267,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = ours(args, port, ["--no-batching"] if name == "nobatch" else [])
             rows += run_http(name, cmd, url, "/health", "/embed", lambda t: {"inputs": t}, args, texts, lengths, levels)
         elif name == "infinity":
-            model = str(args.checkpoint)
+            model = INFINITY_MODEL
             rows += run_http(name, infinity_cmd(args, port), url, "/health", "/embeddings",
                              lambda t, m=model: {"input": [t], "model": m}, args, texts, lengths, levels)
         else:
