@@ -1,4 +1,5 @@
-"""``polyglot-onnx``: export | quantize | drift | verify | fill-mask | embed | info | demo | bench.
+"""``polyglot-onnx``: export | quantize | drift | verify | fill-mask | embed | info | serve | embed-corpus |
+demo | bench.
 
 Library errors become one line on stderr and a non-zero exit here, and only here. Heavy imports
 happen inside the command that needs them, so runtime commands work without torch.
