@@ -192,7 +192,7 @@ def run_http(name: str, cmd: list[str], url: str, health: str, path: str, body: 
 def ours(args: argparse.Namespace, port: int, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "polyglot_onnx", "serve", str(args.package), "--port", str(port), "--variant",
             args.variant, "--threads", str(args.threads), "--log-level", "warning",
-            "--max-concurrent-requests", "4096", *extra]
+            "--max-concurrent-requests", "4096", *args.server_args.split(), *extra]
 
 
 INFINITY_MODEL = "infinity-model"
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--high", type=int, default=400)
     p.add_argument("--checkpoint", default=None, help="the Hugging Face checkpoint Infinity serves")
     p.add_argument("--infinity-env", default=None, help="virtualenv with infinity-emb[optimum] installed")
+    p.add_argument("--server-args", default="", help="extra 'polyglot-onnx serve' options, e.g. '--max-batch-rows 8'")
     p.add_argument("--out", default="serve-load-results")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
