@@ -18,9 +18,9 @@ from typing import Any
 from polyglot_onnx.bench.cli import add_bench_parser, cmd_bench
 from polyglot_onnx.cli_io import broken_pipe, evidence_lines, read_texts, silence_stdout, stdout_problem
 from polyglot_onnx.errors import PolyglotError
-from polyglot_onnx.serve.cli import add_serve_parser, cmd_serve
 from polyglot_onnx.jobs.cli import add_embed_corpus_parser, cmd_embed_corpus
 from polyglot_onnx.selfcheck_cli import add_verify_parser, cmd_canary_only, cmd_verify, machine_lines
+from polyglot_onnx.serve.cli import add_serve_parser, cmd_serve
 
 EXIT_ERROR = 1
 

@@ -154,8 +154,7 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(struct.pack("<Q", len(head)) + head)
-        for blob in blobs:
-            fh.write(blob)
+        fh.writelines(blobs)
     os.replace(tmp, path)
 
 

@@ -39,7 +39,7 @@ def test_builtin_corpus_covers_languages_and_scripts_and_is_not_training_text():
 
 
 def test_user_corpus_text_and_jsonl(tmp_path):
-    plain = parse_corpus("uno dos tres\n\nquatre cinq six\n".encode(), "plain")
+    plain = parse_corpus(b"uno dos tres\n\nquatre cinq six\n", "plain")
     assert [s.text for s in plain.samples] == ["uno dos tres", "quatre cinq six"]
     assert {s.language for s in plain.samples} == {"und"}
     jsonl = parse_corpus('{"text": "Bonjour à tous", "language": "fra"}\n'.encode(), "jsonl")

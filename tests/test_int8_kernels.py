@@ -18,7 +18,7 @@ from polyglot_onnx.quantize.saturation import (
     worst_pair_sum,
 )
 
-QUIET = dict(show_progress=False)
+QUIET = {"show_progress": False}
 
 
 def _old_recipe_weight(w: np.ndarray) -> np.ndarray:

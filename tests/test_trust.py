@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sample_lines
 from corrupt_packages import (
     deep_manifest,
     drop_key,
@@ -36,6 +35,7 @@ from corrupt_packages import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import sample_lines
 from polyglot_onnx import Embedder, FillMask
 from polyglot_onnx.errors import InputError, NonFiniteOutputError, PackageError, TruncationWarning
 from polyglot_onnx.manifest import read_manifest

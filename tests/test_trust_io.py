@@ -110,7 +110,7 @@ def test_cli_broken_pipe_and_closed_stdout(tiny_models):
     proc.stdout.close()  # the reader is gone before the first write
     _, err = proc.communicate(b"hello world\n" * 50, timeout=120)
     assert proc.returncode == 141 and b"Traceback" not in err and b"Exception ignored" not in err, err
-    closed = subprocess.run(["bash", "-c", f'"$0" -m polyglot_onnx embed "$1" hello >&-', sys.executable, pkg],
+    closed = subprocess.run(["bash", "-c", '"$0" -m polyglot_onnx embed "$1" hello >&-', sys.executable, pkg],
                             capture_output=True, text=True, timeout=120)
     assert closed.returncode == 1 and "stdout is closed" in closed.stderr and "Traceback" not in closed.stderr
 
