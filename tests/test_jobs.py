@@ -126,7 +126,11 @@ def test_quantized_dtypes_are_calibrated_once(package, corpus, tmp_path):
         assert meta["codec"]["scales"] == run["codec"]["scales"]
     q = np.stack(read_out(tmp_path / "i8")["embedding"])
     assert q.dtype == np.int8
-    np.testing.assert_allclose(q * scales, ref, atol=float(scales.max()) / 2 + 1e-7)
+    # scales come from the first chunk: later values beyond its range clip at +-127, the rest round
+    expected = np.clip(np.rint(ref / scales), -127, 127)
+    assert np.abs(q.astype(np.int32) - expected).max() <= 1  # same vectors; at most float noise at a .5 edge
+    inside = np.abs(ref) <= 127 * scales
+    np.testing.assert_allclose((q * scales)[inside], ref[inside], atol=float(scales.max()) / 2 + 1e-7)
     embed_corpus(package, path, tmp_path / "bin", opts(dtype="binary"))
     bits = np.stack(read_out(tmp_path / "bin")["embedding"])
     np.testing.assert_array_equal(bits, np.packbits(ref > 0, axis=-1))
