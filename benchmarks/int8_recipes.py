@@ -18,13 +18,14 @@ import json
 import platform
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from polyglot_onnx.bench.timing import median_ms
 
 RECIPES = ("int8", "int8-dynamic", "int8-dynamic-rr", "int8-static")
 
@@ -44,15 +45,6 @@ def _sources(tmp: Path) -> dict[str, Callable[[], Path]]:
         "minilm": minilm,
     }
 
-
-def _median_ms(fn: Callable[[], Any], runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
 
 
 def _add_reduce_range_variant(pkg: Path) -> None:
@@ -118,8 +110,8 @@ def measure(name: str, source: Path, tmp: Path) -> list[dict[str, Any]]:
             "cos_min": o["sentence_cosine_min"],
             "token_rel_error": o["token_rel_error"],
             "top1": o.get("top1_agreement"),
-            "batch1_ms": _median_ms(lambda e=emb: e.encode([long_text], batch_size=1), 20),
-            "corpus_ms": _median_ms(lambda e=emb: e.encode(texts, batch_size=32), 3),
+            "batch1_ms": median_ms(lambda e=emb: e.encode([long_text], batch_size=1), 20),
+            "corpus_ms": median_ms(lambda e=emb: e.encode(texts, batch_size=32), 3),
             "batch_invariance": batch_invariance(pkg, variant, mixed),
             "avx2_saturation_safe": extra["avx2_saturation"]["safe"],
             "worst_pair_sum": extra["avx2_saturation"]["worst_pair_sum"],

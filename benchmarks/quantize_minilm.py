@@ -14,20 +14,9 @@ import argparse
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-
-def _median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
+from polyglot_onnx.bench.timing import median_ms
 
 
 def main() -> None:
@@ -80,8 +69,8 @@ def main() -> None:
             else:
                 emb = Embedder.load(pkg, provider="cpu", variant=name, threads=2, verify=False)
                 speed = {
-                    "batch1_ms": _median_ms(lambda: emb.encode([long_text], batch_size=1), 20),
-                    "corpus_ms": _median_ms(lambda: emb.encode(texts, batch_size=32), 3),
+                    "batch1_ms": median_ms(lambda: emb.encode([long_text], batch_size=1), 20),
+                    "corpus_ms": median_ms(lambda: emb.encode(texts, batch_size=32), 3),
                 }
             o = report.variants[name]["overall"]
             variant = manifest.variants[name]

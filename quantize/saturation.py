@@ -22,10 +22,6 @@ U8_MAX = 255
 U8S8_WEIGHT_INPUT = {"MatMulInteger": 1, "DynamicQuantizeMatMul": 1, "MatMulIntegerToFloat": 1, "DequantizeLinear": 0}
 
 
-def _pairs(k: int) -> int:
-    return (k + 1) // 2
-
-
 def _pad_k(a: np.ndarray, axis: int) -> np.ndarray:
     if a.shape[axis] % 2 == 0:
         return a

@@ -97,3 +97,18 @@ def tiny_max_length(tiny: Tiny) -> int:
 def sample_lines(n: int | None = None) -> list[str]:
     lines = [l for l in CORPUS.read_text(encoding="utf-8").splitlines() if l.strip()]
     return lines[:n] if n else lines
+
+
+# Per test module (as before): a module that changes its runtime object keeps the change to itself.
+@pytest.fixture(scope="module")
+def bert_fm(tiny_models: dict[str, Tiny]) -> Any:
+    from polyglot_onnx import FillMask
+
+    return FillMask.load(tiny_models["tiny-bert"].package, provider="cpu")
+
+
+@pytest.fixture(scope="module")
+def bert_emb(tiny_models: dict[str, Tiny]) -> Any:
+    from polyglot_onnx import Embedder
+
+    return Embedder.load(tiny_models["tiny-bert"].package, provider="cpu")

@@ -152,16 +152,6 @@ def test_cuda_matches_cpu(mlm):
 # ---- bad input -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def bert_fm(tiny_models):
-    return FillMask.load(tiny_models["tiny-bert"].package, provider="cpu")
-
-
-@pytest.fixture(scope="module")
-def bert_emb(tiny_models):
-    return Embedder.load(tiny_models["tiny-bert"].package, provider="cpu")
-
-
 def test_fill_mask_without_mask_token(bert_fm):
     with pytest.raises(InputError, match=r"input 1 has no \[MASK\] token"):
         bert_fm(["a [MASK] b", "no mask here"])

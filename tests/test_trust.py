@@ -207,16 +207,6 @@ def test_unreadable_files_are_package_errors(bert_copy):
 # ---- bounds ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def bert_fm(tiny_models):
-    return FillMask.load(tiny_models["tiny-bert"].package, provider="cpu")
-
-
-@pytest.fixture(scope="module")
-def bert_emb(tiny_models):
-    return Embedder.load(tiny_models["tiny-bert"].package, provider="cpu")
-
-
 def test_mask_flooding_is_bounded(bert_fm, tiny_models):
     from polyglot_onnx import FillMaskLimits
 

@@ -36,6 +36,12 @@ def measure(call: Callable[[], Any], policy: TimingPolicy) -> list[float]:
     return times
 
 
+def median_ms(call: Callable[[], Any], runs: int) -> float:
+    """Median of ``runs`` timed calls after one warm-up, in ms (the one-off measurement scripts)."""
+    times = measure(call, TimingPolicy(warmup=1, min_iters=runs, max_iters=runs, budget_s=0.0))
+    return float(np.median(times) * 1e3)
+
+
 def summarize(times: list[float], texts: int, tokens: int) -> dict[str, float]:
     ms = np.asarray(times) * 1000.0
     mean_s = float(np.mean(times))
