@@ -20,6 +20,7 @@ SENTENCE = "sentence"
 TOKEN = "token"
 WORD = "word"
 FILL_MASK = "fill-mask"
+WHOLE = "whole"  # a text over the model maximum, read whole as overlapping windows by Embedder.encode
 WARM_UP_TEXT = "Warm-up text: the server runs it once per output before it reports healthy."
 
 
@@ -84,8 +85,15 @@ class Backend:
             return list(self.embedder.encode_ids(payloads, output="sentence"))
         if kind == TOKEN:
             return list(self.embedder.encode_ids(payloads, output="token"))
-        if kind == WORD:
-            return list(self.embedder.encode(payloads, batch_size=len(payloads), normalize=key[1], output="word"))  # type: ignore[index]
+        if kind == WORD:  # key: (WORD, normalize, prompt, long_text, window_stride)
+            _, normalize, prompt, long_text, stride = key  # type: ignore[misc]
+            return list(self.embedder.encode(payloads, batch_size=len(payloads), normalize=normalize, output="word",
+                                             prompt=prompt or "", long_text=long_text, window_stride=stride))
+        if kind == WHOLE:  # key: (WHOLE, output, prompt, window_stride); unnormalized, as encode_ids
+            _, output, prompt, stride = key  # type: ignore[misc]
+            out = self.embedder.encode(payloads, normalize=False, output=output,  # windows in the default batches
+                                       prompt=prompt or "", long_text="window", window_stride=stride)
+            return list(out) if output == SENTENCE else [r.embeddings for r in out]
         if kind == FILL_MASK:
             return self._fill_mask(key, payloads)
         raise ValueError(f"unknown batch kind {kind!r}")

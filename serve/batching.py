@@ -124,15 +124,17 @@ class BatchQueue:
                 pass
         self._executor.shutdown(wait=True)
 
-    def submit(self, key: Hashable, inputs: Sequence[tuple[int, Any]]) -> Ticket:
-        """Queue ``(token_length, payload)`` pairs of one request under ``key`` (same key = same call)."""
+    def submit(self, key: Hashable, inputs: Sequence[tuple[int, Any]], keys: Sequence[Hashable] | None = None) -> Ticket:
+        """Queue ``(token_length, payload)`` pairs of one request under ``key`` (same key = same call);
+        ``keys`` gives each input its own key (a request whose long texts are read whole as windows)."""
         if self._wake is None:
             raise RuntimeError("BatchQueue.start() was not called")
         ticket = Ticket(len(inputs), asyncio.get_running_loop())
-        group = self._groups.setdefault(key, [])
-        orders = self._orders.setdefault(key, [])
         for index, (length, payload) in enumerate(inputs):
-            item = _Item(key, max(1, int(length)), payload, next(self._seq), index, ticket)
+            item_key = key if keys is None else keys[index]
+            group = self._groups.setdefault(item_key, [])
+            orders = self._orders.setdefault(item_key, [])
+            item = _Item(item_key, max(1, int(length)), payload, next(self._seq), index, ticket)
             ticket.tokens += item.length
             position = bisect.bisect(orders, item.order)
             orders.insert(position, item.order)
@@ -142,18 +144,21 @@ class BatchQueue:
         self._wake.set()
         return ticket
 
-    def cancel(self, ticket: Ticket) -> None:
-        """The client went away: its waiting inputs are dropped, not computed."""
+    def cancel(self, ticket: Ticket) -> int:
+        """The client went away: its waiting inputs are dropped, not computed; returns how many."""
         ticket.cancelled = True
+        dropped = 0
         for key, group in self._groups.items():
             keep = [i for i in group if i.ticket is not ticket]
             if len(keep) != len(group):
                 self._depth -= len(group) - len(keep)
+                dropped += len(group) - len(keep)
                 for item in group:
                     if item.ticket is ticket:
                         item.taken = True
                 self._groups[key] = keep
                 self._orders[key] = [i.order for i in keep]
+        return dropped
 
     def _width(self, length: int) -> int:
         return -(-length // self.pad_multiple) * self.pad_multiple

@@ -36,6 +36,10 @@ class Metrics:
         )
         self.tokens = Counter("polyglot_tokens", "Input tokens computed (without padding)", ["model"], registry=r)
         self.batch_failures = Counter("polyglot_batch_failures", "Batches that failed in onnxruntime", ["model"], registry=r)
+        self.dropped_inputs = Counter(
+            "polyglot_dropped_inputs", "Queued inputs dropped, not computed, because their client disconnected",
+            ["model"], registry=r,
+        )
         self.queue_depth = Gauge("polyglot_queue_depth", "Inputs waiting for a batch", ["model"], registry=r)
         self.in_flight = Gauge("polyglot_requests_in_flight", "Requests being served", registry=r)
         self.model_info = Gauge(

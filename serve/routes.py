@@ -6,6 +6,7 @@ Imported only when serving, so fastapi is imported at module level here.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Sequence
 from time import perf_counter
@@ -24,18 +25,9 @@ from polyglot_onnx.serve.schemas import (
     WordsRequest,
 )
 from polyglot_onnx.serve.service import Service
+from polyglot_onnx.serve.text_inputs import embed as embed_inputs
+from polyglot_onnx.serve.text_inputs import prepare_words, prepared, split_inputs
 from polyglot_onnx.serve.tokens import Encoded, check_text
-
-
-def split_inputs(value: Any) -> tuple[list[Any], bool, bool]:
-    """(items, are token ids, was a single input) for str | list[str] | list[int] | list[list[int]]."""
-    if isinstance(value, str):
-        return [value], False, True
-    if not value:
-        return [], False, False
-    if isinstance(value[0], int):
-        return [list(value)], True, True
-    return list(value), isinstance(value[0], list), False
 
 
 def normalized(x: np.ndarray) -> np.ndarray:
@@ -61,15 +53,6 @@ def sentence_vectors(rows: Sequence[np.ndarray], dimensions: int, normalize: boo
     return normalized(out) if normalize else out
 
 
-def encode_inputs(service: Service, backend: bk.Backend, value: Any, field: str, truncate: bool,
-                  direction: str = "right") -> tuple[list[Encoded], bool]:
-    items, are_ids, single = split_inputs(value)
-    service.check_count(items, field)
-    if are_ids:
-        return backend.tokens.check_ids(items, field, truncate), single
-    return backend.tokens.encode(items, field, truncate, direction), single
-
-
 def add_routes(app: Any, service: Service) -> None:
     from fastapi.responses import JSONResponse, Response
 
@@ -84,8 +67,8 @@ def add_routes(app: Any, service: Service) -> None:
         started = perf_counter()
         backend = service.model(body.model)
         dims = check_dimensions(body.dimensions, backend.dimension)
-        encoded, _ = encode_inputs(service, backend, body.input, "input", service.config.auto_truncate)
-        answer = await service.compute(backend, (bk.SENTENCE,), [(len(e.ids), e.ids) for e in encoded], request.receive)
+        inputs = await prepared(service, backend, body, body.input, "input", service.config.auto_truncate)
+        answer = await embed_inputs(service, backend, bk.SENTENCE, inputs, body, request.receive)
         vectors = sentence_vectors(answer.results, dims, normalize=True)
         if body.encoding_format == "base64":
             payload: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
@@ -100,18 +83,18 @@ def add_routes(app: Any, service: Service) -> None:
         started = perf_counter()
         backend = service.model(body.model)
         dims = check_dimensions(body.dimensions, backend.dimension)
-        encoded, _ = encode_inputs(service, backend, body.inputs, "inputs", truncate_flag(body.truncate),
-                                   body.truncation_direction.lower())
-        answer = await service.compute(backend, (bk.SENTENCE,), [(len(e.ids), e.ids) for e in encoded], request.receive)
+        inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
+                                body.truncation_direction.lower())
+        answer = await embed_inputs(service, backend, bk.SENTENCE, inputs, body, request.receive)
         return json(sentence_vectors(answer.results, dims, body.normalize).tolist(), answer.headers(started))
 
     @app.post("/embed_all")
     async def embed_all(body: EmbedRequest, request: Request) -> Any:
         started = perf_counter()
         backend = service.model(body.model)
-        encoded, _ = encode_inputs(service, backend, body.inputs, "inputs", truncate_flag(body.truncate),
-                                   body.truncation_direction.lower())
-        answer = await service.compute(backend, (bk.TOKEN,), [(len(e.ids), e.ids) for e in encoded], request.receive)
+        inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
+                                body.truncation_direction.lower())
+        answer = await embed_inputs(service, backend, bk.TOKEN, inputs, body, request.receive)
         # As TEI: the last hidden states, not normalized.
         return json([r.tolist() for r in answer.results], answer.headers(started))
 
@@ -120,7 +103,7 @@ def add_routes(app: Any, service: Service) -> None:
         backend = service.model(body.model)
         texts, _, _ = split_inputs(body.inputs)
         service.check_count(texts, "inputs")
-        return json(backend.tokens.detail(texts, "inputs", body.add_special_tokens))
+        return json(await asyncio.to_thread(backend.tokens.detail, texts, "inputs", body.add_special_tokens))
 
     @app.post("/fill-mask")
     async def fill_mask(body: FillMaskRequest, request: Request) -> Any:
@@ -137,7 +120,7 @@ def add_routes(app: Any, service: Service) -> None:
         texts, _, single = split_inputs(body.inputs)
         service.check_count(texts, "inputs")
         # The runtime reads an over-long text whole (a window around each mask), so nothing is truncated here.
-        encoded = backend.tokens.encode(texts, "inputs", truncate=True, direction="none")
+        encoded = await asyncio.to_thread(backend.tokens.encode, texts, "inputs", True, "none")
         counts = [_mask_count(backend, e, i) for i, e in enumerate(encoded)]
         if sum(counts) > limits.masks_per_call:
             raise ServeError(Kind.VALIDATION, f"the inputs hold {sum(counts)} {backend.fill_mask.mask_token} tokens, "
@@ -153,11 +136,8 @@ def add_routes(app: Any, service: Service) -> None:
     async def embed_words(body: WordsRequest, request: Request) -> Any:
         started = perf_counter()
         backend = service.model(body.model)
-        texts, _, _ = split_inputs(body.inputs)
-        service.check_count(texts, "inputs")
-        encoded = backend.tokens.encode(texts, "inputs", truncate_flag(body.truncate))
-        key = (bk.WORD, body.normalize)
-        answer = await service.compute(backend, key, [(len(e.ids), t) for e, t in zip(encoded, texts)], request.receive)
+        key, payloads = await asyncio.to_thread(prepare_words, service, backend, body, truncate_flag(body.truncate))
+        answer = await service.compute(backend, key, payloads, request.receive)
         out = [{"words": r.words, "offsets": [list(o) for o in r.offsets], "embeddings": r.embeddings.tolist()}
                for r in answer.results]
         return json(out, answer.headers(started))

@@ -14,7 +14,17 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
 
-class OpenAIEmbeddingRequest(_Body):
+class _TextOptions(_Body):
+    """Our extensions on every embedding route (the openai client sends them via ``extra_body``):
+    a prompt as in sentence-transformers, and long texts read whole as overlapping windows."""
+
+    prompt_name: StrictStr | None = None
+    prompt: StrictStr | None = None
+    long_text: Literal["truncate", "window"] | None = None
+    window_stride: StrictInt | None = None
+
+
+class OpenAIEmbeddingRequest(_TextOptions):
     input: TextOrIds
     model: StrictStr | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -22,7 +32,7 @@ class OpenAIEmbeddingRequest(_Body):
     user: StrictStr | None = None
 
 
-class EmbedRequest(_Body):
+class EmbedRequest(_TextOptions):
     """TEI's /embed and /embed_all; ``model`` is our addition for servers with several models."""
 
     inputs: TextOrIds
@@ -48,7 +58,7 @@ class FillMaskRequest(_Body):
     model: StrictStr | None = None
 
 
-class WordsRequest(_Body):
+class WordsRequest(_TextOptions):
     """Word-level embeddings: subword vectors mean-pooled per word (the runtime's output='word')."""
 
     inputs: Texts

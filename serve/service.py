@@ -117,17 +117,15 @@ class Service:
                 param=field,
             )
 
-    async def compute(self, backend: Backend, key: Hashable, inputs: Sequence[tuple[int, Any]], receive: Any) -> Answer:
+    async def compute(self, backend: Backend, key: Hashable, inputs: Sequence[tuple[int, Any]], receive: Any,
+                      keys: Sequence[Hashable] | None = None) -> Answer:
         """Queue the inputs, wait for every result (in order); a client that leaves drops its inputs."""
         queue = self.queues[backend.name]
-        ticket = queue.submit(key, inputs)
+        ticket = queue.submit(key, inputs, keys)
         try:
             results = await _wait(ticket, receive)
-        except ClientGone:
-            queue.cancel(ticket)
-            raise
-        except asyncio.CancelledError:  # a host that cancels the handler on disconnect (Ray Serve)
-            queue.cancel(ticket)
+        except (ClientGone, asyncio.CancelledError):  # CancelledError: a host that cancels on disconnect (Ray Serve)
+            self.metrics.dropped_inputs.labels(backend.name).inc(queue.cancel(ticket))
             raise
         except InputError as err:
             raise ServeError(Kind.VALIDATION, str(err), code="invalid_value") from err

@@ -67,7 +67,7 @@ def test_cancelled_inputs_are_not_computed():
         queue.start()
         gone = queue.submit(("s",), [(5, 1), (5, 2)])
         kept = queue.submit(("s",), [(5, 3)])
-        queue.cancel(gone)
+        assert queue.cancel(gone) == 2  # how many were dropped (the server's dropped-inputs counter)
         assert queue.depth == 1
         out = await kept.done
         await queue.stop()
@@ -107,3 +107,18 @@ def test_no_batching_mode_runs_one_row_at_a_time():
 
     assert [r[1] for r in run(go())] == [1, 2, 3]
     assert all(len(b) == 1 for b in rec.batches)
+
+
+def test_per_input_keys_split_one_request_and_keep_its_order():
+    """A request whose long texts are read whole: those inputs run under their own key, results in order."""
+    rec = Recorder()
+
+    async def go():
+        queue = BatchQueue(rec, max_batch_tokens=1000, name="t")
+        queue.start()
+        out = await queue.submit(("s",), [(3, 1), (900, 2), (4, 3)], keys=[("s",), ("w",), ("s",)]).done
+        await queue.stop()
+        return out
+
+    assert run(go()) == [(("s",), 1, 2), (("w",), 2, 4), (("s",), 3, 6)]
+    assert sorted(map(sorted, rec.batches)) == [[1, 3], [2]]
