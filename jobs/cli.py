@@ -23,6 +23,12 @@ def add_embed_corpus_parser(sub: Any) -> None:
     p.add_argument("--pooling", choices=POOLINGS, default=None, help="default: the package's")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
                    help="L2-normalize vectors (default on)")
+    p.add_argument("--prompt-name", default=None,
+                   help="a prompt the package defines (e.g. query, passage); default: the package's default prompt")
+    p.add_argument("--prompt", default=None,
+                   help="text prepended to every input, as sentence-transformers does ('' for none)")
+    p.add_argument("--dimensions", type=int, default=None,
+                   help="Matryoshka: keep the first N dimensions of sentence vectors (then normalize)")
     p.add_argument("--long-text", choices=LONG_TEXT, default="truncate",
                    help="texts over the model maximum: cut them, or embed them in windows (if the runtime has it)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -50,7 +56,8 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
         max_batch_tokens=args.max_batch_tokens, shard_size=args.shard_size, threads=args.threads,
         variant=args.variant, provider=args.provider, fail_on_error=args.fail_on_error,
         show_progress=not args.quiet, engine=args.engine, ray_address=args.ray_address, actors=args.actors,
-        cpus_per_actor=args.cpus_per_actor,
+        cpus_per_actor=args.cpus_per_actor, prompt_name=args.prompt_name, prompt=args.prompt,
+        dimensions=args.dimensions,
     )
     run = embed_corpus(args.package, args.input, args.out, options, resume=args.resume)
     c, t = run["counts"], run["timings"]

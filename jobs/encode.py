@@ -18,6 +18,7 @@ import numpy as np
 
 from polyglot_onnx.errors import InputError, TruncationWarning
 from polyglot_onnx.jobs.options import JobOptions
+from polyglot_onnx.runtime import sentence_options
 from polyglot_onnx.runtime import text as runtime_text
 
 
@@ -30,9 +31,12 @@ class Encoded:
     truncated: np.ndarray  # bool [n]
 
 
-def vector_width(embedder: Any, output: str) -> int:
-    """Sentence vectors may be narrower than the encoder (a Dense projection); token and word vectors never are."""
-    return int(embedder.dimension if output == "sentence" else embedder.engine.manifest.model.hidden_size)
+def vector_width(embedder: Any, output: str, dimensions: int | None = None) -> int:
+    """Sentence vectors may be narrower than the encoder (a Dense projection, or Matryoshka ``dimensions``);
+    token and word vectors never are."""
+    if output != "sentence":
+        return int(embedder.engine.manifest.model.hidden_size)
+    return int(dimensions or embedder.dimension)
 
 
 def supports_long_text(embedder: Any) -> bool:
@@ -50,6 +54,14 @@ class ChunkEncoder:
         self.kwargs: dict[str, Any] = {"normalize": options.normalize, "output": options.output}
         if options.output == "sentence":
             self.kwargs["pooling"] = self.pooling
+        # The prompt is resolved once (explicit, named or the package default) and handed to encode as text,
+        # so the token counts below include it, as the model sees it.
+        model = embedder.engine.manifest.model
+        self.prompt = sentence_options.resolve_prompt(model, options.prompt_name, options.prompt) or None
+        self.kwargs["prompt"] = self.prompt or ""
+        if options.dimensions is not None:
+            sentence_options.check_dimensions(options.dimensions, vector_width(embedder, "sentence"))
+            self.kwargs["dimensions"] = options.dimensions
         if supports_long_text(embedder):
             self.kwargs["long_text"] = options.long_text
         elif options.long_text != "truncate":
@@ -60,7 +72,7 @@ class ChunkEncoder:
         """Tokens per text (with special tokens) and whether the model maximum cut it."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)
-            encodings = self.embedder.engine.text.encode(texts)
+            encodings = self.embedder.engine.text.encode(sentence_options.with_prompt(texts, self.prompt))
         kept = np.array([len(e.ids) for e in encodings], dtype=np.int32)
         dropped = np.array([sum(len(o.ids) - sum(o.special_tokens_mask) for o in e.overflowing) for e in encodings],
                            dtype=np.int32)
@@ -71,7 +83,7 @@ class ChunkEncoder:
     def encode(self, texts: list[str], on_batch: Callable[[int, int], None] | None = None) -> Encoded:
         """Longest-first batches under ``max_batch_tokens`` (rows x padded length); results in input order."""
         if not texts:  # a chunk of bad rows only
-            width = vector_width(self.embedder, self.options.output)
+            width = vector_width(self.embedder, self.options.output, self.options.dimensions)
             empty: Any = np.zeros((0, width), np.float32) if self.options.output == "sentence" else []
             return Encoded(empty, np.zeros(0, np.int32), np.zeros(0, bool))
         n_tokens, truncated = self.count_tokens(texts)

@@ -47,6 +47,10 @@ class Plan:
     def user_ids(self) -> bool:
         return self.options.id_column is not None
 
+    @property
+    def width(self) -> int:
+        return vector_width(self.embedder, self.options.output, self.options.dimensions)
+
 
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
@@ -99,8 +103,9 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
         "status": "running",
         "package": {"path": str(Path(package).resolve()), "model": manifest.model.name,
                     "architecture": manifest.model.architecture, "variant": embedder.variant,
-                    "dimension": vector_width(embedder, options.output), "provider": embedder.provider,
-                    "manifest_sha256": manifest_sha256},
+                    "dimension": vector_width(embedder, options.output, options.dimensions),
+                    "provider": embedder.provider, "manifest_sha256": manifest_sha256,
+                    "prompt": encoder.prompt},  # what was prepended to every text (explicit, named or default)
         "options": compared,
         "inputs": {"format": fmt, "files": files},
         "fingerprint": runfile.fingerprints(manifest_sha256, compared, files),
@@ -151,7 +156,7 @@ class Committer:
         else:
             parts = [r.embeddings for r in encoded.vectors]
             sample = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-        codec = calibrate(plan.options.dtype, vector_width(plan.embedder, plan.options.output), sample)
+        codec = calibrate(plan.options.dtype, plan.width, sample)
         plan.run["codec"] = codec.metadata()
         plan.run["columns"] = {f.name: str(f.type) for f in schema(codec, plan.options.output, plan.user_ids)}
         runfile.write_run(plan.out_dir, plan.run)  # persisted before the first shard that uses it
@@ -221,7 +226,7 @@ def _run(plan: Plan) -> dict[str, Any]:
 def finish(plan: Plan, started: float, committer: Committer) -> dict[str, Any]:
     shards = committed_shards(plan.out_dir)
     if plan.codec is None:  # an empty input: still a valid, complete run
-        plan.codec = calibrate(plan.options.dtype, vector_width(plan.embedder, plan.options.output), np.zeros((0, 1)))
+        plan.codec = calibrate(plan.options.dtype, plan.width, np.zeros((0, 1)))
         plan.run["codec"] = plan.codec.metadata()
     plan.run["columns"] = {f.name: str(f.type) for f in schema(plan.codec, plan.options.output, plan.user_ids)}
     counts = runfile.totals([s.meta for s in shards])

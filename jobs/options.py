@@ -17,6 +17,8 @@ FORMATS = ("jsonl", "parquet", "csv", "text")
 # Options that change what the output means: a resume with any of them changed is refused.
 # Speed knobs (threads, batch budget, engine, actors) may change between runs of the same job.
 COMPARED = ("format", "text_column", "id_column", "output", "pooling", "normalize", "long_text", "dtype", "shard_size")
+# Compared too, but only when set: a run started before these options existed keeps its options hash.
+COMPARED_IF_SET = ("prompt_name", "prompt", "dimensions")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class JobOptions:
     ray_address: str | None = None
     actors: int = 1
     cpus_per_actor: int = 1
+    prompt_name: str | None = None  # None: the package's default prompt, if it has one
+    prompt: str | None = None  # wins over prompt_name; "" embeds without any prompt
+    dimensions: int | None = None  # Matryoshka: keep the first N dimensions, then normalize
 
     def __post_init__(self) -> None:
         choices = {"output": OUTPUTS, "dtype": DTYPES, "long_text": LONG_TEXT, "engine": ENGINES}
@@ -58,6 +63,11 @@ class JobOptions:
                 raise InputError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise InputError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.dimensions is not None and (isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int)
+                                            or self.dimensions < 1):
+            raise InputError(f"dimensions must be a positive integer, got {self.dimensions!r}")
+        if self.dimensions is not None and self.output != "sentence":
+            raise InputError("--dimensions is for sentence vectors only: drop it, or use --output sentence")
         if self.output != "sentence" and self.dtype == "binary":
             raise InputError("--dtype binary is for sentence vectors only: use float32, float16 or int8 with --output "
                              f"{self.output}")
@@ -70,4 +80,5 @@ class JobOptions:
         data = {name: getattr(self, name) for name in COMPARED}
         data["format"] = fmt
         data["pooling"] = pooling if self.output == "sentence" else None
+        data.update({name: getattr(self, name) for name in COMPARED_IF_SET if getattr(self, name) is not None})
         return data

@@ -95,7 +95,7 @@ class EmbedActor:
         n_tokens[good], truncated[good] = encoded.n_tokens, encoded.truncated
         columns = {"path": batch.column("path"), "reason": pa.array(reasons, pa.string()),
                    "id": pa.array(out_ids, pa.string()), "n_tokens": n_tokens, "truncated": truncated}
-        hidden = vector_width(self.embedder, o.output)
+        hidden = vector_width(self.embedder, o.output, o.dimensions)
         if o.output == "sentence":
             full = np.zeros((n, hidden), np.float32)
             full[good] = encoded.vectors

@@ -20,7 +20,7 @@ import numpy as np
 
 from polyglot_onnx.errors import DependencyError
 from polyglot_onnx.jobs.chunks import Chunk, Position
-from polyglot_onnx.jobs.encode import Encoded, vector_width
+from polyglot_onnx.jobs.encode import Encoded
 from polyglot_onnx.jobs.progress import JobProgress
 
 RAY_BATCH_ROWS = 1024  # rows per actor call: small enough to spread a shard over actors
@@ -144,7 +144,7 @@ class Assembler:
         n_tokens = np.asarray(table.column("n_tokens"))[good]
         truncated = np.asarray(table.column("truncated"))[good]
         output = self.plan.options.output
-        hidden = vector_width(self.plan.embedder, output)
+        hidden = self.plan.width
         if output == "sentence":
             flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
             return Encoded(flat.reshape(-1, hidden)[good], n_tokens, truncated)

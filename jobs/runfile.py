@@ -50,8 +50,9 @@ def check_same_job(previous: dict[str, Any], current: dict[str, Any], out_dir: P
         raise JobError(f"{out_dir} was embedded with another package (manifest sha256 {old['manifest_sha256'][:12]} "
                        f"!= {new['manifest_sha256'][:12]}): use a new --out, or delete it to start over")
     if old["options_sha256"] != new["options_sha256"]:
-        changed = [f"{k}: {previous['options'].get(k)!r} -> {v!r}" for k, v in current["options"].items()
-                   if previous["options"].get(k) != v]
+        old_opts, new_opts = previous["options"], current["options"]
+        changed = [f"{k}: {old_opts.get(k)!r} -> {new_opts.get(k)!r}" for k in sorted({*old_opts, *new_opts})
+                   if old_opts.get(k) != new_opts.get(k)]
         raise JobError(f"{out_dir} was started with other options ({'; '.join(changed)}): rerun with the first "
                        "options, or use a new --out")
     if old["inputs_sha256"] != new["inputs_sha256"]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from polyglot_onnx.bench.cli import add_bench_parser, cmd_bench
 from polyglot_onnx.cli_io import broken_pipe, evidence_lines, read_texts, silence_stdout, stdout_problem
+from polyglot_onnx.cli_precision import add_precision_args, load_ranges, vectors_json
 from polyglot_onnx.errors import PolyglotError
 from polyglot_onnx.jobs.cli import add_embed_corpus_parser, cmd_embed_corpus
 from polyglot_onnx.selfcheck_cli import add_verify_parser, cmd_canary_only, cmd_verify, machine_lines
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-name", default=None, help="a prompt the package defines (e.g. query, passage)")
     p.add_argument("--prompt", default=None, help="text prepended to every input, as sentence-transformers does")
     p.add_argument("--dimensions", type=int, default=None, help="Matryoshka: keep the first N dimensions")
+    add_precision_args(p)
     p.add_argument("--output", choices=["sentence", "token", "word"], default="sentence")
     p.add_argument("--no-normalize", action="store_true")
     p.add_argument("--batch-size", type=int, default=32)
@@ -283,11 +285,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     out = emb.encode(
         texts, batch_size=args.batch_size, normalize=not args.no_normalize, pooling=args.pooling, output=args.output,
         long_text=args.long_text, window_stride=args.window_stride, prompt_name=args.prompt_name, prompt=args.prompt,
-        dimensions=args.dimensions,
+        dimensions=args.dimensions, precision=args.precision, ranges=load_ranges(args.ranges),
     )
     label = {"token": "tokens", "word": "words"}.get(args.output)
     if args.json:
-        payload = out.round(6).tolist() if label is None else _records_json(out, label)
+        payload = vectors_json(out) if label is None else _records_json(out, label)
         print(json.dumps({"provider": emb.provider, "variant": emb.variant, "output": args.output,
                           "embeddings": payload}, ensure_ascii=False))
         return 0

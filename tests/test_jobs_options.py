@@ -1,0 +1,213 @@
+"""embed-corpus prompts and Matryoshka dimensions, ``embed --precision``, and the shards read by other libraries."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import CORPUS, sample_lines
+from polyglot_onnx import Embedder
+from polyglot_onnx.cli import main
+from polyglot_onnx.errors import InputError, JobError
+from polyglot_onnx.jobs import JobOptions, embed_corpus
+from polyglot_onnx.runtime.sentence_options import PRECISIONS
+
+pytestmark = pytest.mark.filterwarnings("ignore::polyglot_onnx.errors.TruncationWarning")
+
+
+@pytest.fixture(scope="module")
+def labse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LaBSE-shaped package (CLS -> Dense -> Normalize) with query/passage prompts, default 'query'."""
+    from polyglot_onnx.export import ExportOptions, export_package
+    from polyglot_onnx.export.tiny_families import build_tiny_labse
+
+    root = tmp_path_factory.mktemp("labse")
+    export_package(str(build_tiny_labse(root / "ckpt", CORPUS)), root / "pkg", ExportOptions(show_progress=False))
+    return root / "pkg"
+
+
+@pytest.fixture(scope="module")
+def texts_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    texts = [" ".join(sample_lines()[i: i + 1 + i % 4]) for i in range(24)]
+    path = tmp_path_factory.mktemp("texts") / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    return path, texts
+
+
+def opts(**kw) -> JobOptions:
+    return JobOptions(**{"shard_size": 10, "show_progress": False, **kw})
+
+
+def vectors(out: Path) -> np.ndarray:
+    return np.stack(pq.read_table(out).column("embedding").to_numpy(zero_copy_only=False))
+
+
+def test_prompt_and_dimensions_equal_embedder_encode(labse, texts_file, tmp_path):
+    path, texts = texts_file
+    emb = Embedder.load(labse)
+    run = embed_corpus(labse, str(path), tmp_path / "a", opts(prompt_name="passage", dimensions=16))
+    got = vectors(tmp_path / "a")
+    assert got.shape == (len(texts), 16)
+    np.testing.assert_allclose(got, emb.encode(texts, prompt_name="passage", dimensions=16), atol=2e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)  # truncated, then normalized
+    assert run["options"]["prompt_name"] == "passage" and run["options"]["dimensions"] == 16
+    assert run["package"]["dimension"] == 16 and run["package"]["prompt"] == "passage: "
+    # the token counts include the prompt, as the model sees it
+    n_tokens = pq.read_table(tmp_path / "a").column("n_tokens").to_pylist()
+    assert n_tokens == [len(e.ids) for e in emb.engine.text.encode(["passage: " + t for t in texts])]
+    # no option: the package's default prompt ('query'), as Embedder.encode; an explicit '' prompt: none
+    embed_corpus(labse, str(path), tmp_path / "b", opts())
+    np.testing.assert_allclose(vectors(tmp_path / "b"), emb.encode(texts), atol=2e-6)
+    run = embed_corpus(labse, str(path), tmp_path / "c", opts(prompt="", normalize=False, dimensions=8))
+    np.testing.assert_allclose(vectors(tmp_path / "c"), emb.encode(texts, prompt="", normalize=False, dimensions=8),
+                               atol=2e-6)
+    assert run["options"]["prompt"] == "" and run["package"]["prompt"] is None
+
+
+def test_ray_actor_applies_prompt_and_dimensions(labse, texts_file):
+    """The Ray engine's actor gets the same options (no Ray cluster needed to call it)."""
+    import pyarrow as pa
+
+    from polyglot_onnx.jobs.ray_actor import EmbedActor
+
+    path, texts = texts_file
+    actor = EmbedActor(str(labse), opts(prompt_name="passage", dimensions=16).to_dict(), "jsonl")
+    lines = path.read_bytes().split(b"\n")[:-1]
+    out = actor(pa.table({"line": pa.array(lines, pa.binary()), "path": pa.array([str(path)] * len(lines))}))
+    got = np.stack(out.column("embedding").to_numpy(zero_copy_only=False))
+    expected = Embedder.load(labse).encode(texts, prompt_name="passage", dimensions=16)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_resume_refuses_changed_prompt_or_dimensions(labse, texts_file, tmp_path):
+    path, _ = texts_file
+    out = tmp_path / "out"
+    first = embed_corpus(labse, str(path), out, opts(prompt_name="passage", dimensions=16))
+    again = embed_corpus(labse, str(path), out, opts(prompt_name="passage", dimensions=16), resume=True)
+    assert again["fingerprint"] == first["fingerprint"]
+    with pytest.raises(JobError, match=r"other options \(dimensions: 16 -> 8\)"):
+        embed_corpus(labse, str(path), out, opts(prompt_name="passage", dimensions=8), resume=True)
+    with pytest.raises(JobError, match=r"dimensions: 16 -> None"):
+        embed_corpus(labse, str(path), out, opts(prompt_name="passage"), resume=True)
+    with pytest.raises(JobError, match=r"prompt_name: 'passage' -> 'query'"):
+        embed_corpus(labse, str(path), out, opts(prompt_name="query", dimensions=16), resume=True)
+    with pytest.raises(JobError, match=r"prompt: None -> 'passage: '"):
+        embed_corpus(labse, str(path), out, opts(prompt_name="passage", prompt="passage: ", dimensions=16),
+                     resume=True)
+
+
+def test_bad_prompt_and_dimensions_are_one_line(labse, texts_file, tmp_path):
+    path, _ = texts_file
+    with pytest.raises(InputError, match="dimensions must be a positive integer"):
+        opts(dimensions=0)
+    with pytest.raises(InputError, match="--dimensions is for sentence vectors only"):
+        opts(dimensions=8, output="token")
+    with pytest.raises(InputError, match="dimensions must be an integer from 1 to 64"):
+        embed_corpus(labse, str(path), tmp_path / "a", opts(dimensions=65))
+    with pytest.raises(InputError, match="unknown prompt name 'doc'.*passage, query"):
+        embed_corpus(labse, str(path), tmp_path / "b", opts(prompt_name="doc"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before any output
+
+
+def test_cli_embed_corpus_passes_prompt_and_dimensions(labse, texts_file, tmp_path, capsys):
+    path, texts = texts_file
+    code = main(["embed-corpus", str(labse), "--input", str(path), "--out", str(tmp_path / "o"), "--quiet",
+                 "--prompt", "x: ", "--dimensions", "8"])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "o" / "_run.json").read_text())
+    assert saved["options"]["prompt"] == "x: " and saved["options"]["dimensions"] == 8
+    np.testing.assert_allclose(vectors(tmp_path / "o"), Embedder.load(labse).encode(texts, prompt="x: ", dimensions=8),
+                               atol=2e-6)
+
+
+def cli_json(capsys, *argv: str) -> tuple[int, object, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if code == 0 else None, captured.err
+
+
+TEXTS = ["Le chat dort.", "東京は日本の首都", "The quick brown fox jumps over the lazy dog.", "Ok"]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_cli_embed_precision_equals_encode(tiny_models, capsys, precision):
+    pkg = tiny_models["tiny-encoder"].package
+    code, out, err = cli_json(capsys, "embed", str(pkg), "--json", "--precision", precision, *TEXTS)
+    assert code == 0, err
+    expected = Embedder.load(pkg).encode(TEXTS, precision=precision)
+    if precision == "float32":
+        np.testing.assert_allclose(out["embeddings"], expected, atol=1e-6)
+    else:
+        assert all(isinstance(x, int) for row in out["embeddings"] for x in row)
+        assert out["embeddings"] == expected.tolist()  # exact integers
+
+
+def test_cli_embed_ranges_and_bad_combinations(tiny_models, capsys, tmp_path):
+    pkg = tiny_models["tiny-encoder"].package
+    emb = Embedder.load(pkg)
+    full = emb.encode(TEXTS)
+    ranges = np.vstack((full.min(axis=0), full.max(axis=0)))
+    (tmp_path / "r.json").write_text(json.dumps(ranges.tolist()))
+    code, out, err = cli_json(capsys, "embed", str(pkg), "--json", "--precision", "uint8", "--ranges",
+                              str(tmp_path / "r.json"), TEXTS[0])
+    assert code == 0, err
+    assert out["embeddings"] == emb.encode(TEXTS[:1], precision="uint8", ranges=ranges.astype(np.float32)).tolist()
+    (tmp_path / "bad.json").write_text("[[1, 2], [3]]")
+    (tmp_path / "pickle.npy").write_bytes(b"\x93NUMPY\x01\x00")
+    cases = [
+        (["--precision", "int8", TEXTS[0]], "int8 needs ranges"),
+        (["--precision", "binary", "--ranges", str(tmp_path / "r.json"), *TEXTS], "for int8 or uint8 only"),
+        (["--precision", "int8", "--output", "token", *TEXTS], "sentence embeddings only"),
+        (["--precision", "int8", "--ranges", str(tmp_path / "bad.json"), *TEXTS], "two equal-length lists"),
+        (["--precision", "int8", "--ranges", str(tmp_path / "pickle.npy"), *TEXTS], "is not JSON"),
+        (["--precision", "int8", "--ranges", str(tmp_path / "none.json"), *TEXTS], "cannot be read"),
+        (["--precision", "int8", "--dimensions", "8", "--ranges", str(tmp_path / "r.json"), *TEXTS], r"\(2, 8\)"),
+    ]
+    for argv, message in cases:
+        code, _, err = cli_json(capsys, "embed", str(pkg), "--json", *argv)
+        assert code == 1 and err.count("\n") == 1 and err.startswith("polyglot-onnx: error: "), (argv, err)
+        assert re.search(message, err), (argv, err)
+
+
+def test_shards_read_by_pandas_polars_duckdb_and_datasets(tiny_models, texts_file, tmp_path, monkeypatch):
+    """The issue's promise: the output directory is a Parquet dataset, read as is by the usual tools."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    path, texts = texts_file
+    out = tmp_path / "out"
+    run = embed_corpus(tiny_models["tiny-encoder"].package, str(path), out, opts(shard_size=7))
+    assert run["counts"]["shards"] == 4
+    table = pq.read_table(out)  # the reference: pyarrow over the directory (_run.json, _errors/ skipped)
+    ids, ref = table.column("id").to_pylist(), vectors(out)
+    assert ids == list(range(len(texts))) and ref.shape == (len(texts), 64)
+    glob = str(out / "*.parquet")
+
+    df = pd.read_parquet(out)
+    assert df["id"].tolist() == ids
+    np.testing.assert_array_equal(np.stack(df["embedding"]), ref)
+
+    pf = pl.read_parquet(glob)
+    assert pf["id"].to_list() == ids and pf["embedding"].dtype == pl.Array(pl.Float32, 64)
+    np.testing.assert_array_equal(pf["embedding"].to_numpy(), ref)
+
+    ((count, width),) = duckdb.sql(f"SELECT count(*), max(len(embedding)) FROM read_parquet('{glob}')").fetchall()
+    assert (count, width) == (len(texts), 64)
+    rows = duckdb.sql(f"SELECT id, embedding FROM read_parquet('{glob}', filename=true, file_row_number=true) "
+                      "ORDER BY filename, file_row_number").fetchall()
+    assert [r[0] for r in rows] == ids
+    np.testing.assert_array_equal(np.array([r[1] for r in rows], np.float32), ref)
+
+    ds = datasets.load_dataset("parquet", data_files=glob, split="train", cache_dir=str(tmp_path / "hf"))
+    assert ds.num_rows == len(texts) and ds["id"][:] == ids
+    np.testing.assert_array_equal(ds.with_format("numpy")["embedding"][:], ref)
