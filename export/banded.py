@@ -5,7 +5,8 @@ transformers runs a local layer as dense attention under a band mask: at 8,192 t
 of half the window; each block's queries attend to their own and the two neighbouring blocks'
 keys under the exact band mask (|i - j| <= window / 2, transformers' bidirectional sliding window)
 and the key padding mask. SDPA over [batch x blocks, heads, block, 3 x block] still exports as one
-ai.onnx Attention per layer. Global layers are untouched; the PyTorch reference stays unpatched.
+ai.onnx Attention per layer. Global layers run query-chunked (export/chunked.py) to bound their
+memory; the PyTorch reference stays unpatched.
 """
 
 from __future__ import annotations
@@ -91,26 +92,25 @@ def local_layers(encoder: Any) -> list[int]:
     return [i for i, kind in enumerate(encoder.config.layer_types) if kind == LOCAL]
 
 
+def global_layers(encoder: Any) -> list[int]:
+    return [i for i, kind in enumerate(encoder.config.layer_types) if kind == GLOBAL]
+
+
 def mask_mapping(encoder: Any, input_ids: Any, attention_mask: Any) -> dict[str, Any]:
-    """What ModernBertModel builds per layer kind, except that local layers get the [b, L] mask.
-
-    The dense [b, 1, L, L] sliding-window mask is never built; global layers get exactly the mask
-    transformers would give them (only the embeddings' shape and dtype are read).
-    """
-    import torch
-    from transformers.masking_utils import create_bidirectional_mask
-
-    shape_only = torch.zeros(*input_ids.shape, 1, dtype=encoder.dtype, device=input_ids.device)
-    full = create_bidirectional_mask(config=encoder.config, inputs_embeds=shape_only, attention_mask=attention_mask)
-    return {GLOBAL: full, LOCAL: attention_mask}
+    """Both kinds of layer get the [b, L] padding mask: local layers build their band from it, global
+    layers (query-chunked, export/chunked.py) their [b, 1, 1, L] key mask; no [b, 1, L, L] mask is built."""
+    return {GLOBAL: attention_mask, LOCAL: attention_mask}
 
 
 @contextlib.contextmanager
 def banded_export(module: Any) -> Iterator[list[int]]:
-    """Swap each local layer's attention forward for the banded one on the package module; restore on exit.
+    """Swap each local layer's attention forward for the banded one, and each global layer's for the
+    query-chunked one, on the package module; restore on exit.
 
-    Only the traced graph is banded: validation afterwards compares it with transformers' own forward.
+    Only the traced graph is changed: validation afterwards compares it with transformers' own forward.
     """
+    from polyglot_onnx.export.chunked import patch_global
+
     encoder = module.encoder
     patched = []
     try:
@@ -119,6 +119,9 @@ def banded_export(module: Any) -> Iterator[list[int]]:
             attn = encoder.layers[i].attn
             attn.forward = types.MethodType(_banded_forward, attn)
             patched.append(attn)
+        for i in global_layers(encoder):
+            patch_global(encoder.layers[i].attn)
+            patched.append(encoder.layers[i].attn)
         yield local_layers(encoder)
     finally:
         module.banded = False

@@ -94,6 +94,19 @@ def tiny_max_length(tiny: Tiny) -> int:
     return read_manifest(tiny.package).model.max_length
 
 
+def attention_nodes(tiny: Tiny) -> int:
+    """Fused Attention nodes a tiny package's graph must hold: one per layer, except that a banded
+    ModernBERT export runs each global layer as GLOBAL_QUERY_CHUNKS query chunks (export/chunked.py)."""
+    import json
+
+    from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
+
+    config = json.loads((tiny.checkpoint / "config.json").read_text(encoding="utf-8"))
+    layers = int(config["num_hidden_layers"])
+    global_layers = list(config.get("layer_types") or []).count("full_attention")
+    return layers + (GLOBAL_QUERY_CHUNKS - 1) * global_layers
+
+
 def sample_lines(n: int | None = None) -> list[str]:
     lines = [l for l in CORPUS.read_text(encoding="utf-8").splitlines() if l.strip()]
     return lines[:n] if n else lines

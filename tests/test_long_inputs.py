@@ -22,6 +22,7 @@ from conftest import sample_lines
 from polyglot_onnx import Embedder, FillMask
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import FusionError, InputError, TruncationWarning
+from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
 from polyglot_onnx.export.passes import FusionCheck, op_counts_by_layer_kind
 from polyglot_onnx.export.validate import Tolerance
 
@@ -91,9 +92,12 @@ def test_modernbert_exports_banded_by_default_with_per_kind_counts(tiny_models):
     manifest = mf.read_manifest(tiny_models["tiny-modernbert"].package)
     assert manifest.model.local_attention == "banded"
     counts = manifest.variants["fp32"].op_counts
-    # tiny-modernbert: layer 0 global, layers 1 and 2 local
-    assert counts["Attention"] == manifest.model.num_layers == 3
-    assert (counts["Attention.local"], counts["Attention.global"]) == (2, 1)
+    # tiny-modernbert: layer 0 global (query-chunked: one Attention per chunk), layers 1 and 2 local
+    from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
+
+    assert manifest.model.num_layers == 3
+    assert (counts["Attention.local"], counts["Attention.global"]) == (2, GLOBAL_QUERY_CHUNKS)
+    assert counts["Attention"] == 2 + GLOBAL_QUERY_CHUNKS
     assert (counts["RotaryEmbedding.local"], counts["RotaryEmbedding.global"]) == (4, 2)
     assert mf.read_manifest(tiny_models["tiny-bert"].package).model.local_attention is None
 
@@ -110,7 +114,8 @@ def test_banded_equals_dense_and_pytorch_at_the_window_edges(modernbert_graphs):
 
 
 def test_local_layers_attend_over_three_blocks_only(tiny_models, tmp_path):
-    """The profile shows the band: local Attention reads [batch x blocks, heads, 8, d] x 24 keys, not 200."""
+    """The profile shows the band: local Attention reads [batch x blocks, heads, 8, d] x 24 keys, not 200;
+    the global layer reads all 200 keys for 25 queries at a time."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -127,8 +132,32 @@ def test_local_layers_attend_over_three_blocks_only(tiny_models, tmp_path):
         if e.get("cat") == "Node" and e["args"].get("op_name") == "Attention"
     ]
     half = WINDOW // 2
-    assert sorted(k[2] for k in keys) == [3 * half, 3 * half, 200], keys
-    assert sorted(k[0] for k in keys) == [2, 2 * 200 // half, 2 * 200 // half]  # local: batch 2 x 25 blocks
+    chunk = 200 // GLOBAL_QUERY_CHUNKS
+    local = [k for k in keys if k[0] != 2]
+    assert [k[2] for k in local] == [3 * half, 3 * half], keys
+    assert [k[0] for k in local] == [2 * 200 // half] * 2  # local: batch 2 x 25 blocks
+    # the global layer: every key, a chunk of the queries at a time
+    queries = [list(e["args"]["input_type_shape"][0].values())[0] for e in events
+               if e.get("cat") == "Node" and e["args"].get("op_name") == "Attention"]
+    assert sorted(q[2] for q in queries if q[0] == 2) == [chunk] * GLOBAL_QUERY_CHUNKS
+    assert sorted(k[2] for k in keys if k[0] == 2) == [200] * GLOBAL_QUERY_CHUNKS
+
+
+def test_query_chunked_attention_equals_plain_attention() -> None:
+    """Global layers' chunking is exact, for lengths that do and do not divide into the chunks."""
+    import torch
+    import torch.nn.functional as F
+
+    from polyglot_onnx.export.chunked import chunked_sdpa
+
+    gen = torch.Generator().manual_seed(0)
+    for length in (1, 7, 8, 33, 200):
+        q, k, v = (torch.randn(2, 3, length, 4, generator=gen) for _ in range(3))
+        valid = torch.ones(2, length, dtype=torch.long)
+        valid[1, max(1, length - 5):] = 0
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=valid.bool()[:, None, None, :], scale=0.5)
+        got = chunked_sdpa(q, k, v, valid, GLOBAL_QUERY_CHUNKS, 0.5)
+        torch.testing.assert_close(got, want.transpose(1, 2), atol=1e-6, rtol=1e-5)
 
 
 def test_dense_export_is_kept_for_comparison(modernbert_graphs):
@@ -168,7 +197,7 @@ def test_int8_and_fp16_of_the_banded_graph_hold_at_long_lengths(quantized):
         cos = (out * ref).sum(-1) / (np.linalg.norm(out, axis=-1) * np.linalg.norm(ref, axis=-1))
         assert np.isfinite(out).all() and cos.min() >= floor, (variant, cos)
         assert manifest.variants[variant].validation["drift"]["passed"]
-        assert manifest.variants[variant].op_counts["Attention"] == 3
+        assert manifest.variants[variant].op_counts["Attention"] == 2 + GLOBAL_QUERY_CHUNKS
 
 
 @pytest.mark.slow

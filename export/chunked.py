@@ -1,0 +1,67 @@
+"""Query-chunked attention for ModernBERT's global layers, substituted during export only.
+
+onnxruntime's CPU ``ai.onnx::Attention`` kernel materialises the whole probability matrix
+[batch, heads, L, L] in fp32: at 8,192 tokens that is 3.2 GB per global layer of mmBERT-base, and
+the peak of the whole call. Attention rows are independent, so the queries are cut into a fixed
+number of chunks (the sequence padded to a multiple of it), each chunk attends to every key under the
+[b, 1, chunk, L] key padding mask, and the outputs are joined: the same numbers, a fraction of the peak
+buffer, since onnxruntime runs the chunks' Attention nodes one after another and reuses the buffer.
+No [b, 1, L, L] mask is built either. The chunk count is static (torch.export cannot loop over a
+dynamic length), so a short input pays a few more, smaller Attention calls.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+GLOBAL_QUERY_CHUNKS = 8  # peak probability buffer / 8; measured cost at short lengths in benchmarks/README.md
+
+
+def chunked_sdpa(query: Any, key: Any, value: Any, key_valid: Any, chunks: int, scale: float) -> Any:
+    """Full attention computed ``chunks`` query blocks at a time; [b, heads, L, d] in, [b, L, heads, d] out."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, heads, length, dim = query.shape
+    size = (length + chunks - 1) // chunks
+    tail = size * chunks - length
+    q = F.pad(query, (0, 0, 0, tail)).reshape(batch, heads, chunks, size, dim)
+    # [b, 1, size, L]: padded keys only (onnxruntime wants the mask's query dimension spelled out)
+    mask = key_valid.to(torch.bool)[:, None, None, :].expand(batch, 1, size, length)
+    parts = [F.scaled_dot_product_attention(q[:, :, i], key, value, attn_mask=mask, scale=scale)
+             for i in range(chunks)]
+    out = torch.stack(parts, dim=2).reshape(batch, heads, chunks * size, dim)[:, :, :length]
+    return out.transpose(1, 2)
+
+
+def _chunked_forward(
+    self: Any,
+    hidden_states: Any,
+    position_embeddings: Any = None,
+    attention_mask: Any = None,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """ModernBertAttention.forward for a global layer; ``attention_mask`` is the [b, L] padding mask."""
+    from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
+
+    input_shape = hidden_states.shape[:-1]
+    qkv = self.Wqkv(hidden_states).view(*input_shape, 3, -1, self.head_dim)
+    query, key, value = (t.transpose(1, 2) for t in qkv.unbind(dim=-3))
+    cos, sin = position_embeddings
+    query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
+    out = chunked_sdpa(query, key, value, attention_mask, GLOBAL_QUERY_CHUNKS, self.head_dim**-0.5)
+    return self.out_drop(self.Wo(out.reshape(*input_shape, -1))), None
+
+
+def patch_global(attn: Any) -> None:
+    attn.forward = types.MethodType(_chunked_forward, attn)
+
+
+def chunked_counts(expected: dict[str, int], kinds: list[str]) -> dict[str, int]:
+    """The fusion check's expected counts once global layers are chunked: one Attention per chunk."""
+    extra = (GLOBAL_QUERY_CHUNKS - 1) * kinds.count("global")
+    out = dict(expected)
+    out["Attention"] = out.get("Attention", 0) + extra
+    out["Attention.global"] = out.get("Attention.global", 0) + extra
+    return out
