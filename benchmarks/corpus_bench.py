@@ -63,8 +63,17 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``cmd``; its wall time, exit code, stdout's last line and the RSS of its process tree over time."""
+def committed_rows(out: Path | None, shard_size: int) -> int:
+    """Rows the job has committed so far: its renamed (final) shards times the shard size."""
+    if out is None or not out.is_dir():
+        return 0
+    return sum(1 for p in out.rglob("*.parquet") if not p.name.startswith((".", "_"))) * shard_size
+
+
+def measure(cmd: list[str], env: dict[str, str] | None = None, out: Path | None = None,
+            shard_size: int = 0) -> dict[str, Any]:
+    """Run ``cmd``; its wall time, exit code, stdout's last line, and over time the RSS of its process
+    tree and (for the jobs, which commit shards) the rows committed so far."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
@@ -72,7 +81,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
 
     def sample() -> None:
         while proc.poll() is None:
-            samples.append((time.perf_counter() - start, tree_rss(proc.pid)))
+            samples.append((time.perf_counter() - start, tree_rss(proc.pid), committed_rows(out, shard_size)))
             time.sleep(0.25)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -156,16 +165,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_rss, ax_rate) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_rss, ax_done, ax_rate) = plt.subplots(1, 3, figsize=(16, 4.5))
     for name, r in results["contenders"].items():
         if not r.get("rss"):
             continue
         t = [s[0] for s in r["rss"]]
         ax_rss.plot(t, [s[1] / 1e6 for s in r["rss"]], label=name)
+        if any(len(s) > 2 and s[2] for s in r["rss"]):
+            ax_done.plot(t, [s[2] for s in r["rss"]], label=name)
         ax_rate.bar(name, r.get("docs_per_s", 0))
     ax_rss.set(xlabel="seconds", ylabel="RSS of the process tree (MB)", title="Memory over time")
+    ax_done.set(xlabel="seconds", ylabel="documents committed", title="Job progress over time (committed shards)")
     ax_rate.set(ylabel="documents / s", title=f"Throughput, {results['docs']:,} docs, {results['threads']} threads")
     ax_rss.legend()
+    ax_done.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -205,7 +218,7 @@ def main() -> int:
         generate(corpus, args.docs)
         tokens = count_tokens(args.package, corpus)
         results: dict[str, Any] = {"docs": args.docs, "tokens": tokens, "threads": args.threads,
-                                   "variant": args.variant, "shard_size": args.shard_size, "package": args.package,
+                                   "variant": args.variant, "shard_size": args.shard_size, "package": Path(args.package).name,
                                    "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
                                    "cpus": os.cpu_count(), "contenders": {}}
         for name in args.contenders.split(","):
@@ -214,7 +227,8 @@ def main() -> int:
                 results["contenders"][name] = {"skipped": "no sentence-transformers checkpoint (--checkpoint)"}
                 continue
             print(f"{name} ...", file=sys.stderr, flush=True)
-            r = measure(cmd)
+            r = measure(cmd, out=work / name if name in ("local", "ray1", "ray2") else None,
+                        shard_size=args.shard_size)
             if r["rc"] == 0:
                 r["docs_per_s"] = args.docs / r["seconds"]
                 r["tokens_per_s"] = tokens / r["seconds"]

@@ -210,15 +210,28 @@ def infinity_cmd(args: argparse.Namespace, port: int) -> list[str]:
     return ["sh", "-c", serve]
 
 
+WARM_UP_S = 60.0  # the soak target compares the end of a run with its RSS this long after the start
+
+
+def rss_growth(rss: list[tuple[float, float]], warm_up_s: float = WARM_UP_S) -> float | None:
+    """RSS at the end of a run relative to its RSS after the warm-up (the 10-minute soak target: <= 5%)."""
+    after = [mb for t, mb in rss if t >= warm_up_s]
+    if len(after) < 2:
+        return None
+    return round(100.0 * (after[-1] - after[0]) / after[0], 2)
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     title = (f"# serve load: {meta['package']} ({meta['variant']}), {meta['threads']} threads, "
              f"{meta['texts']} texts of {meta['low']}-{meta['high']} tokens (mean {meta['mean_tokens']:.0f})")
     lines = [title, "",
-             "| contender | clients | req/s | tokens/s | p50 ms | p90 ms | p99 ms | errors | RSS MB start→end |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             ("| contender | clients | req/s | tokens/s | p50 ms | p90 ms | p99 ms | errors | RSS MB start→end |"
+              f" RSS growth after {WARM_UP_S:.0f} s |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rss = r.get("rss_mb") or []
-        mem = f"{rss[0][1]:.0f}→{rss[-1][1]:.0f}" if rss else "-"
+        growth = rss_growth(rss)
+        mem = f"{rss[0][1]:.0f}→{rss[-1][1]:.0f} | {'-' if growth is None else f'{growth:+.2f}%'}" if rss else "- | -"
         lines.append(f"| {r['contender']}{' (batch ' + str(r['batch']) + ')' if 'batch' in r else ''} | "
                      f"{r.get('clients', '-')} | {r['req_s']} | {r['tokens_s']} | {r.get('p50_ms', '-')} | "
                      f"{r.get('p90_ms', '-')} | {r.get('p99_ms', '-')} | {r['errors']} | {mem} |")
@@ -240,6 +253,26 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_xlabel("throughput (requests/s)")
     ax.set_ylabel("p99 latency (ms)")
     ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def plot_rss(rows: list[dict[str, Any]], out: Path) -> None:
+    """Server RSS over each run (the soak's evidence), one line per contender and client count."""
+    long_runs = [r for r in rows if len(r.get("rss_mb") or []) > WARM_UP_S]
+    if not long_runs:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in long_runs:
+        ax.plot([t for t, _ in r["rss_mb"]], [mb for _, mb in r["rss_mb"]], label=f"{r['contender']}, {r['clients']} clients")
+    ax.axvline(WARM_UP_S, color="grey", linestyle=":", label="end of warm-up")
+    ax.set(xlabel="seconds under load", ylabel="server RSS (MB)", title="Server memory under sustained load")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -288,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out) / "results.md").write_text(table, encoding="utf-8")
     if len(levels) > 1:
         plot(rows, Path(args.out) / "latency_vs_load.png")
+        plot_rss(rows, Path(args.out) / "rss_over_time.png")
     print(table)
     return 0
 

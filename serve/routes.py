@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
@@ -202,7 +203,8 @@ def service_info(service: Service) -> dict[str, Any]:
         "max_batch_requests": cfg.max_batch_rows,
         "max_client_batch_size": cfg.max_client_batch_size,
         "auto_truncate": cfg.auto_truncate,
-        "tokenization_workers": 1,
+        # requests tokenize in asyncio's default thread pool (serve/text_inputs.py): its size
+        "tokenization_workers": min(32, (os.cpu_count() or 1) + 4),
         "version": __version__,
         "state": service.state,
         "models": models,

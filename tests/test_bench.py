@@ -158,3 +158,33 @@ def test_bench_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path:
         from polyglot_onnx.bench.prepare import resolve_checkpoint
 
         resolve_checkpoint("mbert-cased", False, tmp_path)
+
+
+def test_optimum_env_refuses_a_directory_that_is_not_a_venv(tmp_path: Path) -> None:
+    """The set-up path takes its lock before touching the directory, and never wipes a non-venv."""
+    from polyglot_onnx.bench.optimum_route import ensure_env
+
+    target = tmp_path / "not-a-venv"
+    target.mkdir()
+    (target / "keep.txt").write_text("user data", encoding="utf-8")
+    with pytest.raises(BenchError, match="is not a virtualenv"):
+        ensure_env(target, log=lambda _msg: None)
+    assert (target / "keep.txt").read_text(encoding="utf-8") == "user data"
+
+
+def test_dense_contender_times_the_dense_attention_package_beside_the_banded_one(
+        tiny_models: dict[str, Tiny], tmp_path: Path) -> None:
+    """The 'dense' family is the same checkpoint exported with dense local attention, in its own package."""
+    options = BenchOptions(
+        model=str(tiny_models["tiny-modernbert"].checkpoint), out=tmp_path / "out", work=tmp_path / "work",
+        tasks=("embed",), contenders=("polyglot", "dense"), variants={"polyglot": ("fp32",), "dense": ("fp32",)},
+        batches=(1,), seqs=(40,), corpus_size=0, document_seqs=(),
+        timing=TimingPolicy(warmup=1, min_iters=2, max_iters=2, budget_s=0.0), show_progress=False,
+    )
+    summary = run_bench(options)
+    timed = {r["label"] for r in summary["rows"] if "p50_ms" in r}
+    assert timed == {"polyglot:fp32", "dense:fp32"}
+    manifests = {d.name: json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+                 for d in (tmp_path / "work" / "packages").iterdir()}
+    attention = {name: m["model"]["local_attention"] for name, m in manifests.items()}
+    assert attention == {"tiny-modernbert": "banded", "tiny-modernbert-dense": "dense"}

@@ -7,7 +7,8 @@
 - optimum: the graphs Optimum's exporter, ORTOptimizer and ORTQuantizer wrote, run by this
   process's onnxruntime with the transformers tokenizer and the same post-processing as the
   pipelines (ORTModelFor* + pipeline): full logits out of the graph, softmax on the mask row.
-- polyglot: a package variant through the public FillMask / Embedder API.
+- polyglot: a package variant through the public FillMask / Embedder API; dense: the same, from a
+  package exported with dense band-masked local attention (ModernBERT), for the banded-vs-dense rows.
 
 A contender that would need more memory than the row allows (the full-sequence logits of a
 256k vocabulary at batch 32 x 512 are 16 GB) is skipped for that row with the reason recorded.
@@ -229,7 +230,8 @@ class OptimumRunner(Runner):
         return preds
 
 
-RUNNERS: dict[str, type[Runner]] = {"torch": TorchRunner, "optimum": OptimumRunner, "polyglot": PolyglotRunner}
+RUNNERS: dict[str, type[Runner]] = {"torch": TorchRunner, "optimum": OptimumRunner, "polyglot": PolyglotRunner,
+                                     "dense": PolyglotRunner}
 
 
 def make_runner(spec: ContenderSpec, task: str) -> Runner:

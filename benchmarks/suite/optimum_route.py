@@ -113,6 +113,8 @@ def _step(command: list[str], failure: Callable[[str], str]) -> None:
     if done.returncode != 0:
         raise BenchError(failure(_last_line(done.stderr + done.stdout)))
 
+
+@contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive lock file, so two suite processes never install into one venv at once."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,15 +68,20 @@ def resolve_checkpoint(model: str, random_weights: bool, work: Path) -> tuple[st
     )
 
 
-def ensure_package(checkpoint: Path, directory: Path, variants: list[str], threads: int, show_progress: bool) -> Path:
-    """Export the fp32 package once, then add (or refresh) the quantized variants it needs (drift check off)."""
+def ensure_package(checkpoint: Path, directory: Path, variants: list[str], threads: int, show_progress: bool,
+                   banded: bool = True) -> Path:
+    """Export the fp32 package once, then add (or refresh) the quantized variants it needs (drift check off).
+
+    ``banded=False`` exports ModernBERT's local layers as dense band-masked attention (the "dense" contender).
+    """
     from polyglot_onnx import manifest as mf
     from polyglot_onnx.export import ExportOptions, export_package
     from polyglot_onnx.quantize import QuantizeOptions, quantize_package
     from polyglot_onnx.quantize.recipes import RECIPES
 
     if not (directory / mf.MANIFEST_NAME).is_file():
-        export_package(str(checkpoint), directory, ExportOptions(show_progress=show_progress, overwrite=True))
+        export_package(str(checkpoint), directory, ExportOptions(show_progress=show_progress, overwrite=True,
+                                                                          banded_attention=banded))
     have = mf.read_manifest(directory).variants
     # A variant built by an older revision of its recipe is rebuilt: a stale graph would be timed otherwise.
     missing = [v for v in variants if v != "fp32" and (

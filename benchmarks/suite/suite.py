@@ -32,7 +32,10 @@ from polyglot_onnx.bench.workloads import (
 from polyglot_onnx.errors import BenchError
 from polyglot_onnx.progress import Progress
 
-CONTENDERS = ("torch", "optimum", "polyglot")
+CONTENDERS = ("torch", "optimum", "polyglot", "dense")
+# "dense": the same polyglot package exported with --dense-attention (ModernBERT's local layers as
+# dense attention under a band mask), to measure what banded attention buys in one run.
+PACKAGE_FAMILIES = ("polyglot", "dense")
 # Variants per family and provider when the command line names none.
 DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("torch", "cpu"): ("fp32",),
@@ -41,6 +44,8 @@ DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("optimum", "cuda"): ("O4",),
     ("polyglot", "cpu"): ("fp32", "int8"),
     ("polyglot", "cuda"): ("fp16",),
+    ("dense", "cpu"): ("fp32", "int8"),
+    ("dense", "cuda"): ("fp16",),
 }
 BASE_SEQS = (32, 128, 512)
 LONG_SEQS = (2048, 8192)  # models with 8192 positions (mmBERT), at batch 1 only
@@ -104,12 +109,13 @@ def plan_workloads(options: BenchOptions, cutter: TextCutter, max_length: int) -
     return rows
 
 
-def _specs(options: BenchOptions, checkpoint: Path, package: Path | None,
+def _specs(options: BenchOptions, checkpoint: Path, packages: dict[str, Path],
            optimum: dict[str, dict[str, str]]) -> list[ContenderSpec]:
     specs = []
     for family in options.contenders:
         for variant in variants_of(options, family):
-            graphs = {"package": str(package)} if family == "polyglot" else optimum.get(variant, {}) if family == "optimum" else {}
+            graphs = ({"package": str(packages[family])} if family in packages
+                      else optimum.get(variant, {}) if family == "optimum" else {})
             specs.append(ContenderSpec(family, variant, options.provider, options.threads, str(checkpoint), graphs))
     return specs
 
@@ -184,12 +190,14 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     with progress.step(f"checkpoint {options.model}"):
         name, checkpoint = resolve_checkpoint(options.model, options.random_weights, work)
     shape = fl.read_shape(checkpoint)
-    package = None
+    packages: dict[str, Path] = {}
     optimum: dict[str, dict[str, str]] = {}
     with progress.step("building the contenders' models"):
-        if "polyglot" in options.contenders:
-            package = ensure_package(checkpoint, work / "packages" / name, list(variants_of(options, "polyglot")),
-                                     options.threads, options.show_progress)
+        for family in (f for f in PACKAGE_FAMILIES if f in options.contenders):
+            suffix = "" if family == "polyglot" else f"-{family}"
+            packages[family] = ensure_package(checkpoint, work / "packages" / f"{name}{suffix}",
+                                              list(variants_of(options, family)), options.threads,
+                                              options.show_progress, banded=family == "polyglot")
         if "optimum" in options.contenders:
             optimum = ensure_optimum(checkpoint, work, list(options.tasks), list(variants_of(options, "optimum")),
                                      options.optimum_env, progress)
@@ -201,7 +209,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     cutter = TextCutter(checkpoint / "tokenizer.json", mask_token(checkpoint))
     workloads = plan_workloads(options, cutter, max_length)
     lengths = {w.key: w.lengths for w in workloads}
-    specs = _specs(options, checkpoint, package, optimum)
+    specs = _specs(options, checkpoint, packages, optimum)
     rows_path = work / "rows.jsonl"
     rows_path.unlink(missing_ok=True)
     with progress.step(f"timing {len(specs)} contenders x {len(workloads)} workloads"):
