@@ -1,6 +1,6 @@
 """Corpus embedding throughput and memory: the job's engines against the in-process ceiling and PyTorch.
 
-    python benchmarks/corpus_bench.py PACKAGE --docs 1000000 [--checkpoint DIR] [--threads 2]
+    python benchmarks/corpus_bench.py PACKAGE|tiny-bert --docs 1000000 [--checkpoint DIR] [--threads 2]
         [--contenders local,ray1,ray2,st,ceiling] [--out benchmarks/results/corpus]
 
 A multilingual corpus of N documents is generated from tests/data/multilingual.txt (seeded): 70%
@@ -140,6 +140,21 @@ def command(name: str, args: argparse.Namespace, corpus: Path, work: Path) -> li
     raise SystemExit(f"unknown contender {name!r}: choose from {', '.join(CONTENDERS)}")
 
 
+TINY_NAMES = ("tiny-bert",)
+
+
+def tiny_package(name: str, work: Path) -> Path:
+    """The tiny sentence-transformers fixture (seeded) and its fp32 package, built once under ``work``."""
+    from polyglot_onnx.bench.prepare import resolve_checkpoint
+    from polyglot_onnx.export import ExportOptions, export_package
+
+    _, checkpoint = resolve_checkpoint(name, False, work)
+    package = work / "packages" / name
+    if not (package / "manifest.json").is_file():
+        export_package(str(checkpoint), package, ExportOptions(show_progress=False, overwrite=True))
+    return package
+
+
 def count_tokens(package: str, corpus: Path) -> int:
     import warnings
 
@@ -206,7 +221,10 @@ def main() -> int:
     parser.add_argument("--shard-size", type=int, default=10_000)
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--out", default="benchmarks/results/corpus")
+    parser.add_argument("--work", default=None, help="where a tiny fixture's checkpoint and package are built (kept)")
     args = parser.parse_args()
+    if args.package in TINY_NAMES:  # e.g. tiny-bert: the 2-layer test fixture, to measure the job's own overhead
+        args.package = str(tiny_package(args.package, Path(args.work or tempfile.mkdtemp(prefix="corpus-tiny-"))))
     if args.checkpoint is None:
         source = json.loads((Path(args.package) / "manifest.json").read_text())["model"]["source"]
         args.checkpoint = source if (Path(source) / "modules.json").is_file() else None

@@ -2,6 +2,8 @@
 spread between processes is larger than the difference being measured).
 
     python benchmarks/int8_speed.py PACKAGE [--variants int8,int8-dynamic,fp32] [--rounds 7]
+    python benchmarks/int8_speed.py PACKAGE --against OTHER_PACKAGE --variants fp32,int8   # two exports
+
 
 Each round times every variant once per workload (embed batch 1 at 32/128/512 tokens, embed
 batch 32 x 128, fill-mask batch 1 x 128); the median over rounds is printed with the CPU's int8
@@ -41,11 +43,16 @@ def main() -> None:
     parser.add_argument("package")
     parser.add_argument("--variants", default="int8,int8-dynamic,fp32")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--against", help="a second package (e.g. the --dense-attention export): same variants, both timed")
     parser.add_argument("--json")
     args = parser.parse_args()
-    variants = args.variants.split(",")
-    embs = {v: Embedder.load(args.package, provider="cpu", variant=v, threads=2, verify=False) for v in variants}
-    fills = {v: FillMask.load(args.package, provider="cpu", variant=v, threads=2, verify=False) for v in variants}
+    # label -> (package, variant); with --against, labels are 'DIRNAME:variant'
+    packages = [args.package] + ([args.against] if args.against else [])
+    sources = {(f"{Path(pkg).name}:{v}" if args.against else v): (pkg, v)
+               for pkg in packages for v in args.variants.split(",")}
+    variants = list(sources)
+    embs = {k: Embedder.load(pkg, provider="cpu", variant=v, threads=2, verify=False) for k, (pkg, v) in sources.items()}
+    fills = {k: FillMask.load(pkg, provider="cpu", variant=v, threads=2, verify=False) for k, (pkg, v) in sources.items()}
     first = embs[variants[0]]
     texts = {n: _text(n, first) for n in (32, 128, 512)}
     mask = first.engine.manifest.tokenizer.mask_token

@@ -188,3 +188,10 @@ def test_dense_contender_times_the_dense_attention_package_beside_the_banded_one
                  for d in (tmp_path / "work" / "packages").iterdir()}
     attention = {name: m["model"]["local_attention"] for name, m in manifests.items()}
     assert attention == {"tiny-modernbert": "banded", "tiny-modernbert-dense": "dense"}
+
+
+def test_published_command_names_no_machine_paths() -> None:
+    from polyglot_onnx.bench.suite import published_command
+
+    argv = ["/opt/venv/bin/polyglot-onnx", "bench", "/data/ckpt", "--work", "/tmp/w", "--out", "results/x"]
+    assert published_command(argv) == "polyglot-onnx bench ckpt --work WORK --out results/x"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import subprocess
@@ -177,6 +178,14 @@ def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list
         }
 
 
+def published_command(argv: list[str]) -> str:
+    """The command as it goes into committed results: the scratch folder as WORK, no absolute paths."""
+    words = [Path(argv[0]).name]
+    for prev, word in itertools.pairwise(argv):
+        words.append("WORK" if prev == "--work" else Path(word).name if Path(word).is_absolute() else word)
+    return " ".join(words)
+
+
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the whole suite; returns the summary (rows, targets, paths) that report.write also saves."""
     from polyglot_onnx.bench.prepare import ensure_optimum, ensure_package, mask_token, resolve_checkpoint
@@ -237,7 +246,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     context = {"model": name, "checkpoint": Path(checkpoint).name, "random_weights": options.random_weights,
                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine_facts(options.threads, options.provider), "versions": versions(), "peaks": peaks,
-               "timing": options.timing.__dict__, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "max_length": max_length,
+               "timing": options.timing.__dict__, "command": published_command(sys.argv), "max_length": max_length,
                "corpus": next(({"texts": len(w.texts), "shortest": min(w.lengths), "longest": max(w.lengths),
                                 "tokens": w.tokens} for w in workloads if w.kind == CORPUS), None)}
     for row in rows:
