@@ -143,7 +143,7 @@ def command(name: str, args: argparse.Namespace, corpus: Path, work: Path) -> li
 TINY_NAMES = ("tiny-bert",)
 
 
-def tiny_package(name: str, work: Path) -> Path:
+def tiny_package(name: str, work: Path) -> tuple[Path, Path]:
     """The tiny sentence-transformers fixture (seeded) and its fp32 package, built once under ``work``."""
     from polyglot_onnx.bench.prepare import resolve_checkpoint
     from polyglot_onnx.export import ExportOptions, export_package
@@ -152,7 +152,7 @@ def tiny_package(name: str, work: Path) -> Path:
     package = work / "packages" / name
     if not (package / "manifest.json").is_file():
         export_package(str(checkpoint), package, ExportOptions(show_progress=False, overwrite=True))
-    return package
+    return package, checkpoint
 
 
 def count_tokens(package: str, corpus: Path) -> int:
@@ -224,7 +224,8 @@ def main() -> int:
     parser.add_argument("--work", default=None, help="where a tiny fixture's checkpoint and package are built (kept)")
     args = parser.parse_args()
     if args.package in TINY_NAMES:  # e.g. tiny-bert: the 2-layer test fixture, to measure the job's own overhead
-        args.package = str(tiny_package(args.package, Path(args.work or tempfile.mkdtemp(prefix="corpus-tiny-"))))
+        package, checkpoint = tiny_package(args.package, Path(args.work or tempfile.mkdtemp(prefix="corpus-tiny-")))
+        args.package, args.checkpoint = str(package), args.checkpoint or str(checkpoint)
     if args.checkpoint is None:
         source = json.loads((Path(args.package) / "manifest.json").read_text())["model"]["source"]
         args.checkpoint = source if (Path(source) / "modules.json").is_file() else None

@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     (Path(args.out) / "results.md").write_text(table, encoding="utf-8")
     if len(levels) > 1:
         plot(rows, Path(args.out) / "latency_vs_load.png")
-        plot_rss(rows, Path(args.out) / "rss_over_time.png")
+    plot_rss(rows, Path(args.out) / "rss_over_time.png")
     print(table)
     return 0
 
