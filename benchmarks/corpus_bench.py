@@ -248,6 +248,7 @@ def main() -> int:
             print(f"{name} ...", file=sys.stderr, flush=True)
             r = measure(cmd, out=work / name if name in ("local", "ray1", "ray2") else None,
                         shard_size=args.shard_size)
+            r["stdout"] = [line.replace(str(work), "WORK") for line in r["stdout"]]  # no machine paths in results
             if r["rc"] == 0:
                 r["docs_per_s"] = args.docs / r["seconds"]
                 r["tokens_per_s"] = tokens / r["seconds"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 LOCAL = "sliding_attention"
@@ -69,23 +69,30 @@ def banded_sdpa(query: Any, key: Any, value: Any, key_valid: Any, half_window: i
     return out[:, :length]
 
 
-def _banded_forward(
-    self: Any,
-    hidden_states: Any,
-    position_embeddings: Any = None,
-    attention_mask: Any = None,
-    **kwargs: Any,
-) -> tuple[Any, None]:
-    """ModernBertAttention.forward with the attention call replaced; ``attention_mask`` is [b, L]."""
-    from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
+def attention_forward(attend: Callable[[Any, Any, Any, Any, Any], Any]) -> Callable[..., tuple[Any, None]]:
+    """ModernBertAttention.forward with its attention call replaced by ``attend(self, q, k, v, mask)``.
 
-    input_shape = hidden_states.shape[:-1]
-    qkv = self.Wqkv(hidden_states).view(*input_shape, 3, -1, self.head_dim)
-    query, key, value = (t.transpose(1, 2) for t in qkv.unbind(dim=-3))
-    cos, sin = position_embeddings
-    query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
-    out = banded_sdpa(query, key, value, attention_mask, self.config.sliding_window, self.head_dim**-0.5)
-    return self.out_drop(self.Wo(out.reshape(*input_shape, -1))), None
+    ``attention_mask`` arrives as the [b, L] padding mask (see :func:`mask_mapping`); ``attend``
+    returns [b, L, heads, d]. Used for the banded local and the query-chunked global layers.
+    """
+
+    def forward(self: Any, hidden_states: Any, position_embeddings: Any = None, attention_mask: Any = None,
+                **kwargs: Any) -> tuple[Any, None]:
+        from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
+
+        input_shape = hidden_states.shape[:-1]
+        qkv = self.Wqkv(hidden_states).view(*input_shape, 3, -1, self.head_dim)
+        query, key, value = (t.transpose(1, 2) for t in qkv.unbind(dim=-3))
+        cos, sin = position_embeddings
+        query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
+        out = attend(self, query, key, value, attention_mask)
+        return self.out_drop(self.Wo(out.reshape(*input_shape, -1))), None
+
+    return forward
+
+
+_banded_forward = attention_forward(
+    lambda self, q, k, v, mask: banded_sdpa(q, k, v, mask, self.config.sliding_window, self.head_dim**-0.5))
 
 
 def local_layers(encoder: Any) -> list[int]:

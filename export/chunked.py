@@ -35,27 +35,15 @@ def chunked_sdpa(query: Any, key: Any, value: Any, key_valid: Any, chunks: int, 
     return out.transpose(1, 2)
 
 
-def _chunked_forward(
-    self: Any,
-    hidden_states: Any,
-    position_embeddings: Any = None,
-    attention_mask: Any = None,
-    **kwargs: Any,
-) -> tuple[Any, None]:
-    """ModernBertAttention.forward for a global layer; ``attention_mask`` is the [b, L] padding mask."""
-    from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
-
-    input_shape = hidden_states.shape[:-1]
-    qkv = self.Wqkv(hidden_states).view(*input_shape, 3, -1, self.head_dim)
-    query, key, value = (t.transpose(1, 2) for t in qkv.unbind(dim=-3))
-    cos, sin = position_embeddings
-    query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
-    out = chunked_sdpa(query, key, value, attention_mask, GLOBAL_QUERY_CHUNKS, self.head_dim**-0.5)
-    return self.out_drop(self.Wo(out.reshape(*input_shape, -1))), None
+def _attend(self: Any, query: Any, key: Any, value: Any, mask: Any) -> Any:
+    return chunked_sdpa(query, key, value, mask, GLOBAL_QUERY_CHUNKS, self.head_dim**-0.5)
 
 
 def patch_global(attn: Any) -> None:
-    attn.forward = types.MethodType(_chunked_forward, attn)
+    """Give one global layer's attention module the query-chunked forward (undone by banded_export)."""
+    from polyglot_onnx.export.banded import attention_forward
+
+    attn.forward = types.MethodType(attention_forward(_attend), attn)
 
 
 def chunked_counts(expected: dict[str, int], kinds: list[str]) -> dict[str, int]:
