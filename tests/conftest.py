@@ -125,3 +125,17 @@ def bert_emb(tiny_models: dict[str, Tiny]) -> Any:
     from polyglot_onnx import Embedder
 
     return Embedder.load(tiny_models["tiny-bert"].package, provider="cpu")
+
+
+@pytest.fixture(scope="session")
+def labse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(checkpoint, package) of a LaBSE-shaped model: BERT, CLS pooling, Dense(tanh), Normalize, prompts.
+
+    Built once per session: the sentence-transformers tests and the corpus job's option tests both read it."""
+    from polyglot_onnx.export import ExportOptions, export_package
+    from polyglot_onnx.export.tiny_families import build_tiny_labse
+
+    root = tmp_path_factory.mktemp("st")
+    ckpt = build_tiny_labse(root / "ckpt", CORPUS)
+    export_package(str(ckpt), root / "pkg", ExportOptions(show_progress=False))
+    return ckpt, root / "pkg"

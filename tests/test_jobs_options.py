@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import CORPUS, sample_lines
+from conftest import sample_lines
 from polyglot_onnx import Embedder
 from polyglot_onnx.cli import main
 from polyglot_onnx.errors import InputError, JobError
@@ -21,14 +21,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::polyglot_onnx.errors.Truncation
 
 
 @pytest.fixture(scope="module")
-def labse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LaBSE-shaped package (CLS -> Dense -> Normalize) with query/passage prompts, default 'query'."""
-    from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny_families import build_tiny_labse
-
-    root = tmp_path_factory.mktemp("labse")
-    export_package(str(build_tiny_labse(root / "ckpt", CORPUS)), root / "pkg", ExportOptions(show_progress=False))
-    return root / "pkg"
+def labse(labse: tuple[Path, Path]) -> Path:
+    """The session's LaBSE-shaped package (CLS -> Dense -> Normalize, query/passage prompts, default 'query')."""
+    return labse[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,17 +18,6 @@ pytest.importorskip("sentence_transformers", reason="the test extra installs sen
 
 TEXTS = ["Le chat dort.", " ".join(sample_lines(4)), "東京は日本の首都", "Ok", sample_lines(9)[8]]
 
-
-@pytest.fixture(scope="module")
-def labse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(checkpoint, package) of a LaBSE-shaped model: BERT, CLS pooling, Dense(tanh), Normalize, prompts."""
-    from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny_families import build_tiny_labse
-
-    root = tmp_path_factory.mktemp("st")
-    ckpt = build_tiny_labse(root / "ckpt", CORPUS)
-    export_package(str(ckpt), root / "pkg", ExportOptions(show_progress=False))
-    return ckpt, root / "pkg"
 
 
 @pytest.fixture(scope="module")
