@@ -33,7 +33,8 @@ def add_embed_corpus_parser(sub: Any) -> None:
                    help="texts over the model maximum: cut them, or embed them in windows (if the runtime has it)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="stored vectors; int8 scales are calibrated on the first shard and stored in _run.json")
-    p.add_argument("--max-batch-tokens", type=int, default=8192, help="rows x padded length per model call")
+    p.add_argument("--max-batch-tokens", type=batch_tokens, default=None, metavar="N|auto",
+                   help="rows x padded length per model call; auto (default): by the model's width, 1024 at hidden 384")
     p.add_argument("--shard-size", type=int, default=10_000, help="input rows per output shard (and per read chunk)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (local engine)")
     p.add_argument("--variant", default="auto")
@@ -45,6 +46,16 @@ def add_embed_corpus_parser(sub: Any) -> None:
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (e.g. ray://head:10001 or auto)")
     p.add_argument("--actors", type=int, default=1, help="Ray actors, each loading the package once")
     p.add_argument("--cpus-per-actor", type=int, default=1, help="Ray CPUs per actor = its onnxruntime threads")
+
+
+def batch_tokens(value: str) -> int | None:
+    """'auto' (None: chosen from the model's width) or a positive integer."""
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither 'auto' nor an integer") from None
 
 
 def cmd_embed_corpus(args: argparse.Namespace) -> int:

@@ -1,14 +1,15 @@
 """One chunk of texts -> vectors, token counts and truncation flags, in token-budget batches.
 
-Each batch goes through the public ``Embedder.encode``, so every option the runtime has (pooling,
-normalization, long-text windows) behaves exactly as in-process. The chunk is tokenized once more
-here to count tokens for the budget and the ``n_tokens`` / ``truncated`` columns: 12% of the time on
-the 2-layer, 64-wide test model, and a share that shrinks with the model's size on real encoders.
+Each chunk is tokenized once with the public ``Embedder.tokenize``; the counts size the batches and
+fill the ``n_tokens`` / ``truncated`` columns, and each batch is a ``select`` of the same encodings
+embedded by ``Embedder.encode_tokenized`` -- the two halves of ``Embedder.encode``, so every runtime
+option (pooling, normalization, prompts, long-text windows) behaves exactly as in-process. Tokenizing
+twice (once to count, once inside ``encode``) cost the job 0.64x of the in-process speed on the 2-layer
+test model (benchmarks/README.md, "Corpus embedding job").
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from polyglot_onnx.errors import InputError, TruncationWarning
-from polyglot_onnx.jobs.options import JobOptions
+from polyglot_onnx.errors import TruncationWarning
+from polyglot_onnx.jobs.options import JobOptions, auto_batch_tokens
 from polyglot_onnx.runtime import sentence_options
 from polyglot_onnx.runtime import text as runtime_text
 
@@ -39,11 +40,6 @@ def vector_width(embedder: Any, output: str, dimensions: int | None = None) -> i
     return int(dimensions or embedder.dimension)
 
 
-def supports_long_text(embedder: Any) -> bool:
-    """Whether this runtime's Embedder.encode takes ``long_text`` (the long-inputs work)."""
-    return "long_text" in inspect.signature(embedder.encode).parameters
-
-
 class ChunkEncoder:
     """Binds an Embedder to the job's options; ``encode`` runs one chunk."""
 
@@ -51,6 +47,7 @@ class ChunkEncoder:
         self.embedder = embedder
         self.options = options
         self.pooling = options.pooling or embedder.engine.manifest.model.default_pooling
+        self.max_batch_tokens = options.max_batch_tokens or auto_batch_tokens(embedder.engine.manifest.model.hidden_size)
         self.kwargs: dict[str, Any] = {"normalize": options.normalize, "output": options.output}
         if options.output == "sentence":
             self.kwargs["pooling"] = self.pooling
@@ -58,27 +55,16 @@ class ChunkEncoder:
         # so the token counts below include it, as the model sees it.
         model = embedder.engine.manifest.model
         self.prompt = sentence_options.resolve_prompt(model, options.prompt_name, options.prompt) or None
-        self.kwargs["prompt"] = self.prompt or ""
         if options.dimensions is not None:
             sentence_options.check_dimensions(options.dimensions, vector_width(embedder, "sentence"))
             self.kwargs["dimensions"] = options.dimensions
-        if supports_long_text(embedder):
-            self.kwargs["long_text"] = options.long_text
-        elif options.long_text != "truncate":
-            raise InputError("--long-text window needs a polyglot-onnx whose Embedder supports long_text: "
-                             "use --long-text truncate, or upgrade")
 
-    def count_tokens(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Tokens per text (with special tokens) and whether the model maximum cut it."""
+    def tokenize(self, texts: list[str]) -> Any:
+        """Each text tokenized once (prompt included, as the model sees it): the counts size the batches
+        and fill n_tokens / truncated, and the same encodings are embedded."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TruncationWarning)
-            encodings = self.embedder.engine.text.encode(sentence_options.with_prompt(texts, self.prompt))
-        kept = np.array([len(e.ids) for e in encodings], dtype=np.int32)
-        dropped = np.array([sum(len(o.ids) - sum(o.special_tokens_mask) for o in e.overflowing) for e in encodings],
-                           dtype=np.int32)
-        if self.options.long_text == "window":
-            return kept + dropped, np.zeros(len(texts), dtype=bool)
-        return kept, dropped > 0
+            return self.embedder.tokenize(texts, long_text=self.options.long_text, prompt=self.prompt or "")
 
     def encode(self, texts: list[str], on_batch: Callable[[int, int], None] | None = None) -> Encoded:
         """Longest-first batches under ``max_batch_tokens`` (rows x padded length); results in input order."""
@@ -86,14 +72,13 @@ class ChunkEncoder:
             width = vector_width(self.embedder, self.options.output, self.options.dimensions)
             empty: Any = np.zeros((0, width), np.float32) if self.options.output == "sentence" else []
             return Encoded(empty, np.zeros(0, np.int32), np.zeros(0, bool))
-        n_tokens, truncated = self.count_tokens(texts)
+        tokenized = self.tokenize(texts)
+        n_tokens, truncated = tokenized.token_counts()
         max_rows = getattr(runtime_text, "MAX_BATCH_SIZE", None)  # Embedder.encode's own bound on batch_size
-        batches = runtime_text.token_budget_batches([int(n) for n in n_tokens], self.options.max_batch_tokens, max_rows)
+        batches = runtime_text.token_budget_batches([int(n) for n in n_tokens], self.max_batch_tokens, max_rows)
         vectors: Any = None if self.options.output == "sentence" else [None] * len(texts)
         for batch in batches:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", TruncationWarning)
-                out = self.embedder.encode([texts[i] for i in batch], batch_size=len(batch), **self.kwargs)
+            out = self.embedder.encode_tokenized(tokenized.select(batch), batch_size=len(batch), **self.kwargs)
             if self.options.output == "sentence":
                 if vectors is None:
                     vectors = np.empty((len(texts), out.shape[1]), dtype=np.float32)

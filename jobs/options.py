@@ -20,6 +20,20 @@ COMPARED = ("format", "text_column", "id_column", "output", "pooling", "normaliz
 # Compared too, but only when set: a run started before these options existed keeps its options hash.
 COMPARED_IF_SET = ("prompt_name", "prompt", "dimensions")
 
+# --max-batch-tokens auto: padded tokens per onnxruntime call = AUTO_TOKEN_WIDTH / hidden size, as a power
+# of two in [256, 8192]. A call's activations are tokens x hidden x a few; once a batch's activations
+# leave the CPU cache, every element-wise step streams them from memory and larger batches get slower.
+# Measured with benchmarks/batch_budget.py on 2 AVX2 cores (benchmarks/README.md, "Corpus embedding job").
+AUTO_TOKEN_WIDTH = 384 * 1024
+AUTO_BOUNDS = (256, 8192)
+
+
+def auto_batch_tokens(hidden_size: int) -> int:
+    """The batch budget for a model this wide: 1,024 tokens at hidden 384, 512 at 768, 4,096 at 64."""
+    target = max(1, AUTO_TOKEN_WIDTH // max(1, hidden_size))
+    power = 1 << (target.bit_length() - 1)
+    return min(max(power, AUTO_BOUNDS[0]), AUTO_BOUNDS[1])
+
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -33,7 +47,7 @@ class JobOptions:
     normalize: bool = True
     long_text: str = "truncate"
     dtype: str = "float32"
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int | None = None  # None: auto_batch_tokens(the model's hidden size)
     shard_size: int = 10_000
     threads: int | None = None
     variant: str = "auto"
@@ -59,6 +73,8 @@ class JobOptions:
             raise InputError(f"unknown pooling {self.pooling!r}: choose mean or cls")
         for name in ("max_batch_tokens", "shard_size", "actors", "cpus_per_actor"):
             value = getattr(self, name)
+            if name == "max_batch_tokens" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):

@@ -26,6 +26,33 @@ OUTPUT_KINDS = ("sentence", "token", "word")
 
 
 @dataclass(frozen=True)
+class Tokenized:
+    """Texts as the model sees them (prompt prepended), their encodings, and the long-text mode they were
+    tokenized for; ``Embedder.tokenize`` makes one, ``Embedder.encode_tokenized`` embeds it."""
+
+    texts: list[str]
+    encodings: list[Any]
+    long_text: str = "truncate"
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, indices: Sequence[int]) -> Tokenized:
+        """A subset in the given order: the batch a caller's own batching chose."""
+        return Tokenized([self.texts[i] for i in indices], [self.encodings[i] for i in indices], self.long_text)
+
+    def token_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens per text with special tokens, and whether the model maximum cut it. In 'window' mode a
+        long text is embedded whole: its count is every token, and nothing is cut."""
+        kept = np.array([len(e.ids) for e in self.encodings], dtype=np.int32)
+        dropped = np.array([sum(len(o.ids) - sum(o.special_tokens_mask) for o in e.overflowing)
+                            for e in self.encodings], dtype=np.int32)
+        if self.long_text == "window":
+            return kept + dropped, np.zeros(len(kept), dtype=bool)
+        return kept, dropped > 0
+
+
+@dataclass(frozen=True)
 class TokenEmbeddings:
     """One text's token vectors, with the token strings and (start, end) character offsets."""
 
@@ -80,8 +107,44 @@ class Embedder(EngineClient):
         sentence-transformers' encode: the prompt is prepended and pooled with the text; vectors are
         truncated, then normalized, then quantized (runtime/sentence_options.py).
         """
+        tokenized = self._tokenize(texts, long_text, prompt_name, prompt)
+        return self.encode_tokenized(tokenized, batch_size, normalize, pooling, output, window_stride,
+                                     dimensions=dimensions, precision=precision, ranges=ranges)
+
+    def tokenize(self, texts: str | Sequence[str], long_text: str = "truncate", *, prompt_name: str | None = None,
+                 prompt: str | None = None) -> Tokenized:
+        """The first half of ``encode``: check, prompt and tokenize once.
+
+        Callers that need the token counts before embedding (a corpus job sizing its batches and
+        writing n_tokens) keep the encodings and pass slices of them to ``encode_tokenized``, so each
+        text is tokenized once, not twice.
+        """
+        return self._tokenize(texts, long_text, prompt_name, prompt)
+
+    def _tokenize(self, texts: str | Sequence[str], long_text: str, prompt_name: str | None,
+                  prompt: str | None) -> Tokenized:
+        check_mode(long_text)
         items, _ = as_text_list(texts)
         items = opts.with_prompt(items, opts.resolve_prompt(self.engine.manifest.model, prompt_name, prompt))
+        # user -> encode / tokenize -> _tokenize -> text.encode: the TruncationWarning names the user's line
+        encodings = self.engine.text.encode(items, truncating=long_text == "truncate", stacklevel=4)
+        return Tokenized(items, encodings, long_text)
+
+    def encode_tokenized(
+        self,
+        tokenized: Tokenized,
+        batch_size: int = 32,
+        normalize: bool = True,
+        pooling: str | None = None,
+        output: str = "sentence",
+        window_stride: int | None = None,
+        *,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        ranges: np.ndarray | None = None,
+    ) -> Any:
+        """The second half of ``encode``, over texts ``tokenize`` made (or a ``select`` of them)."""
+        items, encodings, long_text = tokenized.texts, tokenized.encodings, tokenized.long_text
         pooling = self._pooling(pooling)
         if output not in OUTPUT_KINDS:
             raise InputError(f"unknown output {output!r}: choose {', '.join(OUTPUT_KINDS)}")
@@ -95,8 +158,6 @@ class Embedder(EngineClient):
         st_normalize = pooling == model.default_pooling and model.sentence_pipeline[-1:] == ["Normalize"]
         finish = functools.partial(self._finish, normalize=normalize or st_normalize, dimensions=dimensions,
                                    precision=precision, ranges=ranges)
-        check_mode(long_text)
-        encodings = self.engine.text.encode(items, truncating=long_text == "truncate")
         if long_text == "window" and any(e.overflowing for e in encodings):
             windowed = self._encode_windowed(
                 items, encodings, batch_size, normalize and output != "sentence", pooling, output, window_stride

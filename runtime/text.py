@@ -100,13 +100,14 @@ class TextEncoder:
                 f"the graph expects {self.info.mask_token_id}: the tokenizer does not belong to this model"
             )
 
-    def encode(self, texts: list[str], truncating: bool = True) -> list[Any]:
+    def encode(self, texts: list[str], truncating: bool = True, stacklevel: int = 3) -> list[Any]:
         """Encode with truncation to the model maximum.
 
         One warning per call with a message that is the same for every text (the warnings registry keeps
         each distinct message forever, so per-text counts in it grow without bound in a long process);
         each text's dropped-token count goes to the 'polyglot_onnx' logger at INFO. ``truncating=False``:
         the caller reads the overflowing pieces back (runtime/long_text.py), so nothing is said.
+        ``stacklevel``: the warning names the line of the user's call, however deep this one sits.
         """
         check_unicode(texts, "texts")
         encodings = self.tokenizer.encode_batch(texts)
@@ -126,7 +127,7 @@ class TextEncoder:
                 f"texts longer than the model maximum of {self.max_length} tokens were truncated at the end "
                 "(the 'polyglot_onnx' logger says how many tokens each lost, at INFO)",
                 TruncationWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
         return encodings
 

@@ -206,3 +206,53 @@ def test_shards_read_by_pandas_polars_duckdb_and_datasets(tiny_models, texts_fil
     ds = datasets.load_dataset("parquet", data_files=glob, split="train", cache_dir=str(tmp_path / "hf"))
     assert ds.num_rows == len(texts) and ds["id"][:] == ids
     np.testing.assert_array_equal(ds.with_format("numpy")["embedding"][:], ref)
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "window"])
+def test_tokenize_then_encode_tokenized_equals_encode(tiny_models, long_text):
+    """The job's two halves (tokenize once, embed selected batches) give Embedder.encode's vectors."""
+    emb = Embedder.load(tiny_models["tiny-bert"].package)
+    texts = [" ".join(sample_lines()[i: i + 1 + i % 5]) for i in range(12)] + [" ".join(sample_lines()) * 3]
+    expected = emb.encode(texts, long_text=long_text, prompt="q: ")
+    tokenized = emb.tokenize(texts, long_text=long_text, prompt="q: ")
+    assert tokenized.texts[0] == "q: " + texts[0]
+    order = [5, 0, 12, 3]
+    got = emb.encode_tokenized(tokenized.select(order), batch_size=len(order))
+    np.testing.assert_allclose(got, expected[order], atol=1e-5)
+    n_tokens, truncated = tokenized.token_counts()
+    assert bool(truncated[-1]) == (long_text == "truncate") and not truncated[:-1].any()
+    assert n_tokens[-1] > emb.engine.text.max_length if long_text == "window" else n_tokens[-1] == emb.engine.text.max_length
+
+
+def test_job_tokenizes_each_text_once(tiny_models, texts_file, tmp_path, monkeypatch):
+    """Counting tokens for the batch budget must not tokenize a second time (it cost 0.64x of the ceiling)."""
+    from polyglot_onnx.runtime.text import TextEncoder
+
+    seen: list[int] = []
+    original = TextEncoder.encode
+
+    def counting(self, texts, *args, **kwargs):
+        seen.append(len(texts))
+        return original(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(TextEncoder, "encode", counting)
+    path, texts = texts_file
+    embed_corpus(tiny_models["tiny-bert"].package, path, tmp_path / "out", opts())
+    assert sum(seen) == len(texts) and seen == [10, 10, 4]  # shards of 10 rows, each tokenized once
+
+
+def test_max_batch_tokens_auto(tiny_models, texts_file, tmp_path):
+    from polyglot_onnx.jobs.cli import batch_tokens
+    from polyglot_onnx.jobs.options import auto_batch_tokens
+
+    assert [auto_batch_tokens(h) for h in (64, 384, 768, 1024, 4096)] == [4096, 1024, 512, 256, 256]
+    assert batch_tokens("auto") is None and batch_tokens("300") == 300
+    path, _ = texts_file
+    run = embed_corpus(tiny_models["tiny-bert"].package, path, tmp_path / "out", opts())
+    assert run["sessions"][-1]["settings"]["max_batch_tokens"] == auto_batch_tokens(64)
+    assert main(["embed-corpus", str(tiny_models["tiny-bert"].package), "--input", str(path), "--out",
+                 str(tmp_path / "o2"), "--max-batch-tokens", "50", "--quiet"]) == 0
+    assert json.loads((tmp_path / "o2" / "_run.json").read_text())["sessions"][-1]["settings"]["max_batch_tokens"] == 50
+    with pytest.raises(SystemExit):
+        main(["embed-corpus", str(tiny_models["tiny-bert"].package), "--input", str(path), "--out",
+              str(tmp_path / "o3"), "--max-batch-tokens", "lots"])
