@@ -10,7 +10,8 @@ contender runs in its own process; its whole process tree's RSS is sampled every
   ray1/2   the same command with --engine ray on a local Ray of --threads CPUs, 1 or 2 actors
   st       a plain sentence-transformers encode loop over the checkpoint, the PyTorch baseline
            (needs --checkpoint, a sentence-transformers directory; the package's source by default)
-  ceiling  Embedder.encode on the whole list in one process: the speed the job aims to match
+  ceiling  Embedder.encode on the whole list in one process (in calls of 100,000, its per-call bound): the
+           speed the job aims to match
 Writes results.json (with versions, threads, N, tokens), table.md, and rss_throughput.png.
 Targets (issue 13): local >= 90% of the ceiling's docs/s; peak RSS of local the same at 100k and 1M.
 """
@@ -109,9 +110,11 @@ texts = [json.loads(line)["text"] for line in open(sys.argv[2], encoding="utf-8"
 kind, threads = sys.argv[1], int(sys.argv[4])
 if kind == "ceiling":
     from polyglot_onnx import Embedder
+    from polyglot_onnx.runtime.text import MAX_TEXTS  # encode's per-call bound: 100,000 texts
     emb = Embedder.load(sys.argv[3], threads=threads, variant=sys.argv[5])
     start = time.perf_counter()
-    emb.encode(texts, batch_size=32)
+    for i in range(0, len(texts), MAX_TEXTS):
+        emb.encode(texts[i : i + MAX_TEXTS], batch_size=32)
 else:
     import torch
     torch.set_num_threads(threads)
@@ -128,7 +131,7 @@ def command(name: str, args: argparse.Namespace, corpus: Path, work: Path) -> li
     if name == "local":
         return [py, "-m", "polyglot_onnx", "embed-corpus", args.package, "--input", str(corpus), "--out",
                 str(work / "local"), "--threads", str(args.threads), "--shard-size", str(args.shard_size),
-                "--variant", args.variant, "--quiet"]
+                "--variant", args.variant, "--max-batch-tokens", args.max_batch_tokens, "--quiet"]
     if name in ("ray1", "ray2"):
         actors = int(name[-1])
         return [py, "-c", RAY_JOB, args.package, str(corpus), str(work / name), str(args.threads), str(actors),
@@ -220,6 +223,7 @@ def main() -> int:
     parser.add_argument("--variant", default="auto")
     parser.add_argument("--shard-size", type=int, default=10_000)
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--max-batch-tokens", default="auto", help="the local engine's batch budget (auto: by width)")
     parser.add_argument("--out", default="benchmarks/results/corpus")
     parser.add_argument("--work", default=None, help="where a tiny fixture's checkpoint and package are built (kept)")
     args = parser.parse_args()
@@ -237,7 +241,8 @@ def main() -> int:
         generate(corpus, args.docs)
         tokens = count_tokens(args.package, corpus)
         results: dict[str, Any] = {"docs": args.docs, "tokens": tokens, "threads": args.threads,
-                                   "variant": args.variant, "shard_size": args.shard_size, "package": Path(args.package).name,
+                                   "variant": args.variant, "shard_size": args.shard_size, "max_batch_tokens": args.max_batch_tokens,
+                                   "package": Path(args.package).name,
                                    "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
                                    "cpus": os.cpu_count(), "contenders": {}}
         for name in args.contenders.split(","):

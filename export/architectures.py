@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polyglot_onnx.errors import ExportError
+from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class ArchStrategy:
     local_window_attr: str | None = None
     layer_types_attr: str | None = None  # config list naming each layer's attention kind
     banded_local: bool = False  # local layers export as block-banded attention (export/banded.py)
+    # a banded export also cuts each global layer's queries into this many Attention nodes (export/chunked.py)
+    global_query_chunks: int = 1
     # Heads without one transform module (RoBERTa's lm_head, DistilBERT's vocab_*): dotted paths applied in
     # order before the tied decoder; "gelu" is the exact (erf) GELU the head calls as a function.
     transform_steps: tuple[str, ...] = ()
@@ -71,6 +74,20 @@ class ArchStrategy:
         ops = self.fused_ops_per_layer.items()
         return {f"{op}.{kind}": n * kinds.count(kind) for op, n in ops for kind in sorted(set(kinds))}
 
+    def fusion_expectation(self, config: Any, banded: bool) -> dict[str, int]:
+        """What the fusion check asserts for this checkpoint: totals, per-kind counts for mixed-attention
+        models, and one Attention per query chunk in a banded export's global layers."""
+        expected = self.expected_ops(int(config.num_hidden_layers))
+        kinds = self.layer_kinds(config)
+        if kinds is None:
+            return expected
+        expected |= self.expected_ops_by_kind(kinds)
+        if banded and self.global_query_chunks > 1:
+            extra = (self.global_query_chunks - 1) * kinds.count("global")
+            for key in ("Attention", "Attention.global"):
+                expected[key] = expected.get(key, 0) + extra
+        return expected
+
 
 def _dotted(obj: Any, path: str) -> Any:
     for part in path.split("."):
@@ -99,6 +116,7 @@ STRATEGIES: dict[str, ArchStrategy] = {
             local_window_attr="local_attention",
             layer_types_attr="layer_types",
             banded_local=True,
+            global_query_chunks=GLOBAL_QUERY_CHUNKS,
         ),
         ArchStrategy(
             model_type="xlm-roberta",

@@ -44,12 +44,3 @@ def patch_global(attn: Any) -> None:
     from polyglot_onnx.export.banded import attention_forward
 
     attn.forward = types.MethodType(attention_forward(_attend), attn)
-
-
-def chunked_counts(expected: dict[str, int], kinds: list[str]) -> dict[str, int]:
-    """The fusion check's expected counts once global layers are chunked: one Attention per chunk."""
-    extra = (GLOBAL_QUERY_CHUNKS - 1) * kinds.count("global")
-    out = dict(expected)
-    out["Attention"] = out.get("Attention", 0) + extra
-    out["Attention.global"] = out.get("Attention.global", 0) + extra
-    return out

@@ -172,14 +172,8 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
         except Exception as err:  # torch.export raises many types; name the stage and cause
             raise ExportError(f"torch.onnx.export failed for {model}: {first_line(err, None)}") from err
     with progress.step("graph passes (fusion check, tied weights, IR version)"):
-        expected = ckpt.strategy.expected_ops(int(ckpt.config.num_hidden_layers))
+        expected = ckpt.strategy.fusion_expectation(ckpt.config, banded)
         kinds = ckpt.strategy.layer_kinds(ckpt.config)
-        if kinds is not None:
-            expected |= ckpt.strategy.expected_ops_by_kind(kinds)
-            if banded:  # global layers run query-chunked: one Attention node per chunk
-                from polyglot_onnx.export.chunked import chunked_counts
-
-                expected = chunked_counts(expected, kinds)
         passes = (FusionCheck(expected, kinds), DeduplicateInitializers(), ClampIrVersion())
         reports = [p.apply(proto) for p in passes]
         for report in reports:
