@@ -3,7 +3,7 @@
 It reads a package directory and imports neither the export nor the quantize stage.
 """
 
-from polyglot_onnx.runtime.embedder import Embedder, TokenEmbeddings, WordEmbeddings
+from polyglot_onnx.runtime.embedder import Embedder, TokenEmbeddings, Tokenized, WordEmbeddings
 from polyglot_onnx.runtime.fill_mask import FillMask, FillMaskLimits
 
-__all__ = ["Embedder", "FillMask", "FillMaskLimits", "TokenEmbeddings", "WordEmbeddings"]
+__all__ = ["Embedder", "FillMask", "FillMaskLimits", "TokenEmbeddings", "Tokenized", "WordEmbeddings"]

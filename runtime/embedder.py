@@ -144,6 +144,9 @@ class Embedder(EngineClient):
         ranges: np.ndarray | None = None,
     ) -> Any:
         """The second half of ``encode``, over texts ``tokenize`` made (or a ``select`` of them)."""
+        if not isinstance(tokenized, Tokenized):
+            raise InputError(f"encode_tokenized takes what Embedder.tokenize returns, not {type(tokenized).__name__}: "
+                             "call emb.tokenize(texts) first, or use emb.encode(texts)")
         items, encodings, long_text = tokenized.texts, tokenized.encodings, tokenized.long_text
         pooling = self._pooling(pooling)
         if output not in OUTPUT_KINDS:

@@ -222,6 +222,8 @@ def test_tokenize_then_encode_tokenized_equals_encode(tiny_models, long_text):
     n_tokens, truncated = tokenized.token_counts()
     assert bool(truncated[-1]) == (long_text == "truncate") and not truncated[:-1].any()
     assert n_tokens[-1] > emb.engine.text.max_length if long_text == "window" else n_tokens[-1] == emb.engine.text.max_length
+    with pytest.raises(InputError, match="encode_tokenized takes what Embedder.tokenize returns"):
+        emb.encode_tokenized(texts)
 
 
 def test_job_tokenizes_each_text_once(tiny_models, texts_file, tmp_path, monkeypatch):
