@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 
+from polyglot_onnx.errors import InputError
+from polyglot_onnx.runtime import sentence_options
 from polyglot_onnx.serve import backend as bk
 from polyglot_onnx.serve.errors import Kind, ServeError
 from polyglot_onnx.serve.schemas import (
@@ -54,6 +56,31 @@ def sentence_vectors(rows: Sequence[np.ndarray], dimensions: int, normalize: boo
     return normalized(out) if normalize else out
 
 
+def check_precision(body: Any, width: int) -> np.ndarray | None:
+    """The request's ranges as an array, checked before any model work; a bad pair is a 422."""
+    ranges = None
+    if body.ranges is not None:
+        if len(body.ranges) != 2 or len(body.ranges[0]) != len(body.ranges[1]):
+            raise ServeError(Kind.VALIDATION, f"ranges must be [[{width} mins], [{width} maxs]]", code="invalid_value",
+                             param="ranges")
+        ranges = np.asarray(body.ranges, dtype=np.float32)
+    try:
+        sentence_options.check_precision(body.precision, ranges, width)
+    except InputError as err:
+        raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="ranges") from None
+    return ranges
+
+
+def quantized(vectors: np.ndarray, body: Any, ranges: np.ndarray | None) -> np.ndarray:
+    """sentence-transformers' quantize_embeddings, as Embedder.encode(precision=...) applies it."""
+    if body.precision == "float32":
+        return vectors
+    try:
+        return sentence_options.quantize(vectors, body.precision, ranges)
+    except InputError as err:  # int8 of a single vector without ranges
+        raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="ranges") from None
+
+
 def add_routes(app: Any, service: Service) -> None:
     from fastapi.responses import JSONResponse, Response
 
@@ -68,11 +95,13 @@ def add_routes(app: Any, service: Service) -> None:
         started = perf_counter()
         backend = service.model(body.model)
         dims = check_dimensions(body.dimensions, backend.dimension)
+        ranges = check_precision(body, dims)
         inputs = await prepared(service, backend, body, body.input, "input", service.config.auto_truncate)
         answer = await embed_inputs(service, backend, bk.SENTENCE, inputs, body, request.receive)
-        vectors = sentence_vectors(answer.results, dims, normalize=True)
-        if body.encoding_format == "base64":
-            payload: list[Any] = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
+        vectors = quantized(sentence_vectors(answer.results, dims, normalize=True), body, ranges)
+        if body.encoding_format == "base64":  # little-endian float32, or the int8 / uint8 bytes as they are
+            wire = "<f4" if vectors.dtype == np.float32 else vectors.dtype
+            payload: list[Any] = [base64.b64encode(v.astype(wire).tobytes()).decode("ascii") for v in vectors]
         else:
             payload = vectors.tolist()
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(payload)]
@@ -84,10 +113,12 @@ def add_routes(app: Any, service: Service) -> None:
         started = perf_counter()
         backend = service.model(body.model)
         dims = check_dimensions(body.dimensions, backend.dimension)
+        ranges = check_precision(body, dims)
         inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
                                 body.truncation_direction.lower())
         answer = await embed_inputs(service, backend, bk.SENTENCE, inputs, body, request.receive)
-        return json(sentence_vectors(answer.results, dims, body.normalize).tolist(), answer.headers(started))
+        vectors = quantized(sentence_vectors(answer.results, dims, body.normalize), body, ranges)
+        return json(vectors.tolist(), answer.headers(started))
 
     @app.post("/embed_all")
     async def embed_all(body: EmbedRequest, request: Request) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
 TextOrIds = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
 Texts = StrictStr | list[StrictStr]
@@ -24,7 +24,16 @@ class _TextOptions(_Body):
     window_stride: StrictInt | None = None
 
 
-class OpenAIEmbeddingRequest(_TextOptions):
+class _Precision(_TextOptions):
+    """sentence-transformers' ``precision`` on sentence vectors: int8 / uint8 buckets over per-dimension
+    ``ranges`` ([[mins], [maxs]]; without them, the request's own min and max, as quantize_embeddings
+    does), or binary / ubinary packed sign bits."""
+
+    precision: Literal["float32", "int8", "uint8", "binary", "ubinary"] = "float32"
+    ranges: list[list[StrictFloat | StrictInt]] | None = None
+
+
+class OpenAIEmbeddingRequest(_Precision):
     input: TextOrIds
     model: StrictStr | None = None
     encoding_format: Literal["float", "base64"] = "float"
@@ -32,7 +41,7 @@ class OpenAIEmbeddingRequest(_TextOptions):
     user: StrictStr | None = None
 
 
-class EmbedRequest(_TextOptions):
+class EmbedRequest(_Precision):
     """TEI's /embed and /embed_all; ``model`` is our addition for servers with several models."""
 
     inputs: TextOrIds

@@ -225,3 +225,35 @@ def test_a_client_that_disconnects_has_its_inputs_dropped_over_http(tiny_models,
         assert tokenized_in and loop_thread.ident not in tokenized_in  # tokenizing never ran on the event loop
     finally:
         stop()
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "binary", "ubinary"])
+def test_precision_equals_the_runtime(server, local, precision):
+    """sentence-transformers' precision on /embed and /v1/embeddings: the same values as Embedder.encode."""
+    import base64
+
+    emb, texts = local["bert"], sample_lines(4)
+    want = emb.encode(texts, batch_size=len(texts), precision=precision)
+    got = post(server, "/embed", {"model": "bert", "inputs": texts, "precision": precision})
+    assert got.status_code == 200, got.text
+    np.testing.assert_array_equal(np.array(got.json()), want)
+    res = post(server, "/v1/embeddings", {"model": "bert", "input": texts, "precision": precision,
+                                          "encoding_format": "base64"})
+    raw = [np.frombuffer(base64.b64decode(d["embedding"]), dtype=want.dtype) for d in res.json()["data"]]
+    np.testing.assert_array_equal(np.stack(raw), want)
+    if precision in ("int8", "uint8"):  # calibrated ranges make a single text quantizable, as in the runtime
+        ranges = np.vstack([emb.encode(texts).min(0), emb.encode(texts).max(0)])
+        one = post(server, "/embed", {"model": "bert", "inputs": texts[0], "precision": precision,
+                                      "ranges": ranges.tolist()})
+        np.testing.assert_array_equal(np.array(one.json()), emb.encode(texts[:1], precision=precision, ranges=ranges))
+        alone = post(server, "/embed", {"model": "bert", "inputs": texts[0], "precision": precision})
+        assert alone.status_code == 422 and "needs ranges" in alone.json()["error"]
+
+
+def test_precision_refusals_are_422(server):
+    res = post(server, "/embed", {"model": "bert", "inputs": "x", "precision": "int4"})
+    assert res.status_code == 422 and "precision" in res.json()["error"]
+    res = post(server, "/v1/embeddings", {"model": "bert", "input": "x", "precision": "binary", "ranges": [[0], [1]]})
+    assert res.status_code == 422 and res.json()["error"]["param"] == "ranges"
+    res = post(server, "/embed", {"model": "bert", "inputs": "x", "precision": "int8", "ranges": [[0, 1], [1]]})
+    assert res.status_code == 422 and "ranges must be" in res.json()["error"]
