@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx.errors import TruncationWarning
-from polyglot_onnx.jobs.options import JobOptions, auto_batch_tokens
+from polyglot_onnx.jobs.options import JobOptions
 from polyglot_onnx.runtime import sentence_options
 from polyglot_onnx.runtime import text as runtime_text
 
@@ -47,7 +47,7 @@ class ChunkEncoder:
         self.embedder = embedder
         self.options = options
         self.pooling = options.pooling or embedder.engine.manifest.model.default_pooling
-        self.max_batch_tokens = options.max_batch_tokens or auto_batch_tokens(embedder.engine.manifest.model.hidden_size)
+        self.max_batch_tokens = options.batch_tokens(embedder.engine.manifest.model.hidden_size)
         self.kwargs: dict[str, Any] = {"normalize": options.normalize, "output": options.output}
         if options.output == "sentence":
             self.kwargs["pooling"] = self.pooling

@@ -22,7 +22,7 @@ from polyglot_onnx.jobs.chunks import Chunk, Position, iter_chunks
 from polyglot_onnx.jobs.codecs import Codec, calibrate
 from polyglot_onnx.jobs.encode import ChunkEncoder, Encoded, vector_width
 from polyglot_onnx.jobs.inputs import check_columns, count_rows, detect_format, fingerprint, resolve_inputs
-from polyglot_onnx.jobs.options import JobOptions, auto_batch_tokens
+from polyglot_onnx.jobs.options import JobOptions
 from polyglot_onnx.jobs.progress import JobProgress
 from polyglot_onnx.jobs.shards import build_table, commit_shard, committed_shards, merge_errors, schema
 
@@ -235,7 +235,7 @@ def finish(plan: Plan, started: float, committer: Committer) -> dict[str, Any]:
         raise JobError(f"{plan.out_dir}: {merged} rows in _errors/ but {counts['errors']} counted in the shards: "
                        "the output was edited by hand; use a new --out")
     o = plan.options
-    budget = o.max_batch_tokens or auto_batch_tokens(plan.embedder.engine.manifest.model.hidden_size)
+    budget = o.batch_tokens(plan.embedder.engine.manifest.model.hidden_size)
     settings = {"threads": o.threads, "provider": plan.embedder.provider, "max_batch_tokens": budget}
     if o.engine == "ray":
         settings.update(actors=o.actors, cpus_per_actor=o.cpus_per_actor, ray_address=o.ray_address)

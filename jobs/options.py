@@ -88,6 +88,10 @@ class JobOptions:
             raise InputError("--dtype binary is for sentence vectors only: use float32, float16 or int8 with --output "
                              f"{self.output}")
 
+    def batch_tokens(self, hidden_size: int) -> int:
+        """The batch budget this job runs with: the one asked for, or auto's for a model this wide."""
+        return self.max_batch_tokens or auto_batch_tokens(hidden_size)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -14,7 +14,7 @@ from polyglot_onnx.errors import InputError
 from polyglot_onnx.runtime import sentence_options as opts
 from polyglot_onnx.runtime.engine import EngineClient
 from polyglot_onnx.runtime.long_text import check_mode, run_windowed
-from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches, pad_ids
+from polyglot_onnx.runtime.text import as_text_list, dropped_tokens, length_sorted_batches, pad_ids
 
 # "sentence-transformers": the checkpoint's modules.json pipeline (Pooling -> Dense -> Normalize) in the graph
 POOLING_OUTPUTS: dict[str, str] = {
@@ -45,8 +45,7 @@ class Tokenized:
         """Tokens per text with special tokens, and whether the model maximum cut it. In 'window' mode a
         long text is embedded whole: its count is every token, and nothing is cut."""
         kept = np.array([len(e.ids) for e in self.encodings], dtype=np.int32)
-        dropped = np.array([sum(len(o.ids) - sum(o.special_tokens_mask) for o in e.overflowing)
-                            for e in self.encodings], dtype=np.int32)
+        dropped = np.array([dropped_tokens(e) for e in self.encodings], dtype=np.int32)
         if self.long_text == "window":
             return kept + dropped, np.zeros(len(kept), dtype=bool)
         return kept, dropped > 0

@@ -22,6 +22,11 @@ MAX_BATCH_SIZE = 65_536
 MAX_BATCH_TOKENS = 32 * 8192
 
 
+def dropped_tokens(encoding: Any) -> int:
+    """Tokens truncation cut from one encoding (its overflow pieces, less the special tokens each carries)."""
+    return sum(len(o.ids) - sum(o.special_tokens_mask) for o in encoding.overflowing)
+
+
 def lone_surrogate(text: str) -> tuple[int, int] | None:
     """(position, code point) of the first lone surrogate, which tokenizers cannot take; else None."""
     if text.isascii():
@@ -117,10 +122,9 @@ class TextEncoder:
         for i, enc in enumerate(encodings):
             if enc.overflowing:
                 truncated = True
-                dropped = sum(len(o.ids) - sum(o.special_tokens_mask) for o in enc.overflowing)
                 log.info(
                     "text %d is longer than the model maximum of %d tokens: %d tokens were dropped from the end",
-                    i, self.max_length, dropped,
+                    i, self.max_length, dropped_tokens(enc),
                 )
         if truncated:
             warnings.warn(

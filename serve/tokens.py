@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from polyglot_onnx.runtime.text import dropped_tokens
 from polyglot_onnx.serve.errors import Kind, ServeError
 
 
@@ -36,7 +37,7 @@ def check_text(text: str, field: str) -> None:
 
 def full_length(encoding: Any) -> int:
     """Tokens the text has before truncation (overflow pieces carry their own special tokens)."""
-    return len(encoding.ids) + sum(len(o.ids) - sum(o.special_tokens_mask) for o in encoding.overflowing)
+    return len(encoding.ids) + dropped_tokens(encoding)
 
 
 class Tokens:
