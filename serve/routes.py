@@ -124,6 +124,9 @@ def add_routes(app: Any, service: Service) -> None:
     async def embed_all(body: EmbedRequest, request: Request) -> Any:
         started = perf_counter()
         backend = service.model(body.model)
+        if body.precision != "float32" or body.ranges is not None:  # never answer float vectors to an int8 ask
+            raise ServeError(Kind.VALIDATION, "precision and ranges apply to sentence vectors: use /embed, or drop "
+                             "them for per-token vectors", code="invalid_value", param="precision")
         inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
                                 body.truncation_direction.lower())
         answer = await embed_inputs(service, backend, bk.TOKEN, inputs, body, request.receive)

@@ -257,3 +257,5 @@ def test_precision_refusals_are_422(server):
     assert res.status_code == 422 and res.json()["error"]["param"] == "ranges"
     res = post(server, "/embed", {"model": "bert", "inputs": "x", "precision": "int8", "ranges": [[0, 1], [1]]})
     assert res.status_code == 422 and "ranges must be" in res.json()["error"]
+    res = post(server, "/embed_all", {"model": "bert", "inputs": "x", "precision": "binary"})
+    assert res.status_code == 422 and "apply to sentence vectors" in res.json()["error"]
