@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
+import time
 
 import numpy as np
 import pytest
@@ -294,7 +296,7 @@ def test_fill_mask_masks_per_request_limit(strict):
 
 def test_overload_is_refused_with_retry_after(strict):
     auth = {"Authorization": f"Bearer {KEY}"}
-    body = {"inputs": [" ".join(sample_lines(8))] * 4}
+    body = {"inputs": [" ".join(sample_lines(8))] * 32}  # ~0.1 s each at 1 thread: 24 at once are more than 2 in flight
 
     async def main():
         async with httpx.AsyncClient(base_url=strict.url, headers=auth, timeout=60) as http:
@@ -308,25 +310,38 @@ def test_overload_is_refused_with_retry_after(strict):
 
 
 def test_sigterm_answers_requests_in_flight_and_exits_0(packages):
+    """SIGTERM while the server holds 16 requests (~2 s of work at 1 thread): every one is answered, exit 0.
+
+    The signal goes out once the server's own in-flight gauge counts all 16 - not after a fixed sleep, which
+    a faster machine can outrun (every request answered before the signal proves nothing about draining).
+    """
     srv = start_server(str(packages["bert"]), "--threads", "1", "--max-batch-tokens", "512")
-    body = {"inputs": [" ".join(sample_lines(12))[:2000]] * 4}
+    body = {"inputs": [" ".join(sample_lines(12))[:2000]] * 32}
     answered: list[int] = []
 
+    async def in_flight(http: httpx.AsyncClient) -> float:
+        text = (await http.get("/metrics")).text
+        found = re.search(r"^polyglot_requests_in_flight (\S+)$", text, re.MULTILINE)
+        assert found, text
+        return float(found.group(1))
+
     async def main():
-        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as http:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=120) as http:
             async def one():
                 answered.append((await http.post("/embed", json=body)).status_code)
 
             tasks = [asyncio.create_task(one()) for _ in range(16)]
-            await asyncio.sleep(0.3)  # every request sent and queued
-            in_flight_at_signal = 16 - len(answered)
+            deadline = time.monotonic() + 30
+            while await in_flight(http) < 16 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             srv.proc.send_signal(15)
+            unanswered_at_signal = 16 - len(answered)
             await asyncio.gather(*tasks)
-            return in_flight_at_signal
+            return unanswered_at_signal
 
-    in_flight = asyncio.run(main())
+    unanswered = asyncio.run(main())
     assert srv.proc.wait(60) == 0, srv.output()
-    assert in_flight > 0 and answered == [200] * 16
+    assert unanswered > 0 and answered == [200] * 16, (unanswered, answered)
 
 
 def test_a_bad_package_refuses_to_start_with_one_line(tiny_models, tmp_path):

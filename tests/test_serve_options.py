@@ -176,11 +176,12 @@ def test_a_client_that_disconnects_has_its_inputs_dropped_over_http(tiny_models,
     backends = load_backends(config)
     real = backends[0].embedder.encode_ids
     seen: list[list[int]] = []
-    slow = threading.Event()
+    slow, slow_running = threading.Event(), threading.Event()
 
     def recorded(rows, **kw):
         seen.extend(list(map(int, r)) for r in rows)
         if slow.is_set():
+            slow_running.set()
             time.sleep(1.5)
         return real(rows, **kw)
 
@@ -202,7 +203,9 @@ def test_a_client_that_disconnects_has_its_inputs_dropped_over_http(tiny_models,
             async with httpx.AsyncClient(base_url=url, timeout=60) as http:
                 slow.set()
                 first = asyncio.create_task(http.post("/embed", json={"inputs": "a slow batch"}))
-                await asyncio.sleep(0.3)  # the slow batch is running: the next request waits in the queue
+                deadline = time.monotonic() + 30  # until the slow batch runs: the next request queues behind it
+                while not slow_running.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
                 with pytest.raises(httpx.ReadTimeout):
                     await http.post("/embed", json={"inputs": gone}, timeout=0.4)
                 answered = await first
