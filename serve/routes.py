@@ -50,6 +50,21 @@ def check_dimensions(dimensions: int | None, hidden: int, field: str = "dimensio
     return dimensions
 
 
+def refuse_sentence_options(body: Any) -> None:
+    """/embed_all shares /embed's body; options that shape sentence vectors must not be silently ignored there.
+
+    Per-token vectors are TEI's raw last hidden states: never quantized, cut or normalized - answering float,
+    full-width vectors to an int8 / Matryoshka / normalize ask would be silent wrong output.
+    """
+    asked = [name for name, given in (("precision", body.precision != "float32"), ("ranges", body.ranges is not None),
+                                      ("dimensions", body.dimensions is not None),
+                                      ("normalize", "normalize" in body.model_fields_set and body.normalize)) if given]
+    if asked:
+        verb = "applies" if len(asked) == 1 else "apply"
+        raise ServeError(Kind.VALIDATION, f"{' and '.join(asked)} {verb} to sentence vectors (/embed); /embed_all "
+                         "answers raw per-token vectors: drop them here", code="invalid_value", param=asked[0])
+
+
 def sentence_vectors(rows: Sequence[np.ndarray], dimensions: int, normalize: bool) -> np.ndarray:
     """Matryoshka: keep the first ``dimensions``, then normalize (when asked)."""
     out = np.stack(rows)[:, :dimensions]
@@ -124,9 +139,7 @@ def add_routes(app: Any, service: Service) -> None:
     async def embed_all(body: EmbedRequest, request: Request) -> Any:
         started = perf_counter()
         backend = service.model(body.model)
-        if body.precision != "float32" or body.ranges is not None:  # never answer float vectors to an int8 ask
-            raise ServeError(Kind.VALIDATION, "precision and ranges apply to sentence vectors: use /embed, or drop "
-                             "them for per-token vectors", code="invalid_value", param="precision")
+        refuse_sentence_options(body)
         inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
                                 body.truncation_direction.lower())
         answer = await embed_inputs(service, backend, bk.TOKEN, inputs, body, request.receive)

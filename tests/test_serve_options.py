@@ -261,4 +261,8 @@ def test_precision_refusals_are_422(server):
     res = post(server, "/embed", {"model": "bert", "inputs": "x", "precision": "int8", "ranges": [[0, 1], [1]]})
     assert res.status_code == 422 and "ranges must be" in res.json()["error"]
     res = post(server, "/embed_all", {"model": "bert", "inputs": "x", "precision": "binary"})
-    assert res.status_code == 422 and "apply to sentence vectors" in res.json()["error"]
+    assert res.status_code == 422 and "precision applies to sentence vectors" in res.json()["error"]
+    for extra in ({"dimensions": 8}, {"normalize": True}):  # nor answered full-width / unnormalized in silence
+        res = post(server, "/embed_all", {"model": "bert", "inputs": "x", **extra})
+        assert res.status_code == 422 and f"{next(iter(extra))} applies to sentence vectors" in res.json()["error"]
+    assert post(server, "/embed_all", {"model": "bert", "inputs": "x", "normalize": False}).status_code == 200
