@@ -2,7 +2,7 @@
 spread between processes is larger than the difference being measured).
 
     python benchmarks/int8_speed.py PACKAGE [--variants int8,int8-dynamic,fp32] [--rounds 7]
-    python benchmarks/int8_speed.py PACKAGE --against OTHER_PACKAGE --variants fp32,int8   # two exports
+    python benchmarks/int8_speed.py PACKAGE --against OTHER[,OTHER...] --variants fp32,int8   # several exports
 
 
 Each round times every variant once per workload (embed batch 1 at 32/128/512 tokens, embed
@@ -43,11 +43,12 @@ def main() -> None:
     parser.add_argument("package")
     parser.add_argument("--variants", default="int8,int8-dynamic,fp32")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--against", help="a second package (e.g. the --dense-attention export): same variants, both timed")
+    parser.add_argument("--against", help="more packages, comma-separated (e.g. the --dense-attention export): "
+                        "same variants, all timed")
     parser.add_argument("--json")
     args = parser.parse_args()
     # label -> (package, variant); with --against, labels are 'DIRNAME:variant'
-    packages = [args.package] + ([args.against] if args.against else [])
+    packages = [args.package] + (args.against.split(",") if args.against else [])
     sources = {(f"{Path(pkg).name}:{v}" if args.against else v): (pkg, v)
                for pkg in packages for v in args.variants.split(",")}
     variants = list(sources)

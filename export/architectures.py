@@ -26,6 +26,9 @@ class ArchStrategy:
     banded_local: bool = False  # local layers export as block-banded attention (export/banded.py)
     # a banded export also cuts each global layer's queries into this many Attention nodes (export/chunked.py)
     global_query_chunks: int = 1
+    # ... and gives each layer an If that sends sequences of at most this many local windows to plain dense
+    # attention (export/dispatch.py), where the blocks' and chunks' fixed costs outweigh them; 0 = never
+    dense_up_to_windows: int = 0
     # Heads without one transform module (RoBERTa's lm_head, DistilBERT's vocab_*): dotted paths applied in
     # order before the tied decoder; "gelu" is the exact (erf) GELU the head calls as a function.
     transform_steps: tuple[str, ...] = ()
@@ -82,11 +85,21 @@ class ArchStrategy:
         if kinds is None:
             return expected
         expected |= self.expected_ops_by_kind(kinds)
-        if banded and self.global_query_chunks > 1:
-            extra = (self.global_query_chunks - 1) * kinds.count("global")
-            for key in ("Attention", "Attention.global"):
-                expected[key] = expected.get(key, 0) + extra
+        if not banded:
+            return expected
+        extra = {"Attention.global": (self.global_query_chunks - 1) * kinds.count("global")}
+        if self.dense_up_to(config):  # each layer's dense route sits beside its banded / chunked one
+            extra = {"Attention.local": kinds.count("local"), "Attention.global": extra["Attention.global"] +
+                     kinds.count("global")}
+        for key, n in extra.items():
+            for name in ("Attention", key):
+                expected[name] = expected.get(name, 0) + n
         return expected
+
+    def dense_up_to(self, config: Any) -> int:
+        """Longest sequence a banded export runs densely (0: always banded); see ``dense_up_to_windows``."""
+        window = self.local_window(config)
+        return int(self.dense_up_to_windows * window) if window and self.banded_local else 0
 
 
 def _dotted(obj: Any, path: str) -> Any:
@@ -117,6 +130,7 @@ STRATEGIES: dict[str, ArchStrategy] = {
             layer_types_attr="layer_types",
             banded_local=True,
             global_query_chunks=GLOBAL_QUERY_CHUNKS,
+            dense_up_to_windows=2,
         ),
         ArchStrategy(
             model_type="xlm-roberta",

@@ -91,8 +91,30 @@ def attention_forward(attend: Callable[[Any, Any, Any, Any, Any], Any]) -> Calla
     return forward
 
 
-_banded_forward = attention_forward(
-    lambda self, q, k, v, mask: banded_sdpa(q, k, v, mask, self.config.sliding_window, self.head_dim**-0.5))
+ROUTE = "route"  # child module each patched attention calls: its name scope marks the nodes dispatch.py may branch
+
+
+def _make_route(attend: Callable[[Any, Any, Any, Any, Any], Any], attn: Any) -> Any:
+    """A child module of ``attn`` running ``attend``: the exporter records '<attn>.route' on every node it
+    makes, so the graph pass in export/dispatch.py can find each layer's banded / chunked nodes exactly."""
+    import torch
+
+    class Route(torch.nn.Module):
+        def forward(self, query: Any, key: Any, value: Any, mask: Any) -> Any:
+            return attend(attn, query, key, value, mask)
+
+    return Route()
+
+
+def _route_forward(self: Any, query: Any, key: Any, value: Any, mask: Any) -> Any:
+    return getattr(self, ROUTE)(query, key, value, mask)
+
+
+_routed_forward = attention_forward(_route_forward)
+
+
+def _banded_attend(self: Any, q: Any, k: Any, v: Any, mask: Any) -> Any:
+    return banded_sdpa(q, k, v, mask, self.config.sliding_window, self.head_dim**-0.5)
 
 
 def local_layers(encoder: Any) -> list[int]:
@@ -116,21 +138,21 @@ def banded_export(module: Any) -> Iterator[list[int]]:
 
     Only the traced graph is changed: validation afterwards compares it with transformers' own forward.
     """
-    from polyglot_onnx.export.chunked import patch_global
+    from polyglot_onnx.export.chunked import chunked_attend
 
     encoder = module.encoder
+    routes = [(i, _banded_attend) for i in local_layers(encoder)] + [(i, chunked_attend) for i in global_layers(encoder)]
     patched = []
     try:
         module.banded = True
-        for i in local_layers(encoder):
+        for i, attend in routes:
             attn = encoder.layers[i].attn
-            attn.forward = types.MethodType(_banded_forward, attn)
+            setattr(attn, ROUTE, _make_route(attend, attn))
+            attn.forward = types.MethodType(_routed_forward, attn)
             patched.append(attn)
-        for i in global_layers(encoder):
-            patch_global(encoder.layers[i].attn)
-            patched.append(encoder.layers[i].attn)
         yield local_layers(encoder)
     finally:
         module.banded = False
         for attn in patched:
             del attn.forward
+            delattr(attn, ROUTE)

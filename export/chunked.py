@@ -12,7 +12,6 @@ dynamic length), so a short input pays a few more, smaller Attention calls.
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 GLOBAL_QUERY_CHUNKS = 8  # peak probability buffer / 8; measured cost at short lengths in benchmarks/README.md
@@ -35,12 +34,6 @@ def chunked_sdpa(query: Any, key: Any, value: Any, key_valid: Any, chunks: int, 
     return out.transpose(1, 2)
 
 
-def _attend(self: Any, query: Any, key: Any, value: Any, mask: Any) -> Any:
+def chunked_attend(self: Any, query: Any, key: Any, value: Any, mask: Any) -> Any:
+    """A global layer's attention call, query-chunked (export/banded.py patches it in)."""
     return chunked_sdpa(query, key, value, mask, GLOBAL_QUERY_CHUNKS, self.head_dim**-0.5)
-
-
-def patch_global(attn: Any) -> None:
-    """Give one global layer's attention module the query-chunked forward (undone by banded_export)."""
-    from polyglot_onnx.export.banded import attention_forward
-
-    attn.forward = types.MethodType(attention_forward(_attend), attn)

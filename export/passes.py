@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polyglot_onnx.errors import FusionError
+from polyglot_onnx.onnx_walk import iter_nodes
 
 
 @dataclass
@@ -22,9 +23,10 @@ class PassReport:
 
 
 def op_counts(model: Any) -> Counter[str]:
-    """Operator histogram of the main graph, keyed by op_type (domain prefixed when not ai.onnx)."""
+    """Operator histogram of the graph and its subgraphs (If branches), keyed by op_type (domain prefixed
+    when not ai.onnx)."""
     return Counter(
-        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in model.graph.node
+        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in iter_nodes(model.graph)
     )
 
 
@@ -44,7 +46,7 @@ def layer_index(node: Any) -> int | None:
 def op_counts_by_layer_kind(model: Any, ops: Any, kinds: list[str]) -> Counter[str]:
     """Counts of ``ops`` keyed 'Op.kind' (kind of the layer each node came from, 'Op.unknown' if none)."""
     out: Counter[str] = Counter()
-    for node in model.graph.node:
+    for node in iter_nodes(model.graph):
         if node.op_type in ops and node.domain in ("", "ai.onnx"):
             i = layer_index(node)
             out[f"{node.op_type}.{kinds[i] if i is not None and i < len(kinds) else 'unknown'}"] += 1
@@ -111,7 +113,7 @@ class DeduplicateInitializers:
         if rename:
             del model.graph.initializer[:]
             model.graph.initializer.extend(keep)
-            for node in model.graph.node:
+            for node in iter_nodes(model.graph):  # branches read outer-scope initializers by name too
                 for i, name in enumerate(node.input):
                     if name in rename:
                         node.input[i] = rename[name]

@@ -13,6 +13,7 @@ from typing import Any
 from polyglot_onnx import manifest as mf
 from polyglot_onnx import onnx_files
 from polyglot_onnx.errors import ExportError, PolyglotError, first_line
+from polyglot_onnx.export.dispatch import LengthDispatch
 from polyglot_onnx.export.graph import build_module, export_onnx, graph_io
 from polyglot_onnx.export.loading import Checkpoint, Source, load_checkpoint
 from polyglot_onnx.export.passes import (
@@ -90,6 +91,7 @@ def _model_info(ckpt: Checkpoint, banded: bool) -> mf.ModelInfo:
         has_mlm_head=ckpt.has_mlm_head,
         local_window=ckpt.strategy.local_window(cfg),
         local_attention=None if ckpt.strategy.layer_kinds(cfg) is None else ("banded" if banded else "dense"),
+        dense_up_to=(ckpt.strategy.dense_up_to(cfg) or None) if banded else None,
         attention="fused" if ckpt.strategy.fused else "unfused",
         **_sentence_fields(ckpt),
     )
@@ -174,10 +176,15 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
     with progress.step("graph passes (fusion check, tied weights, IR version)"):
         expected = ckpt.strategy.fusion_expectation(ckpt.config, banded)
         kinds = ckpt.strategy.layer_kinds(ckpt.config)
-        passes = (FusionCheck(expected, kinds), DeduplicateInitializers(), ClampIrVersion())
+        dispatch = ckpt.strategy.dense_up_to(ckpt.config) if banded else 0
+        passes: tuple[Any, ...] = (FusionCheck(expected, kinds), DeduplicateInitializers(), ClampIrVersion())
+        if dispatch and kinds is not None:
+            half_window = int(ckpt.strategy.local_window(ckpt.config)) // 2  # transformers' |i - j| bound
+            passes = (LengthDispatch(dispatch, half_window, kinds), *passes)
         reports = [p.apply(proto) for p in passes]
         for report in reports:
             progress.info(f"{report.name}: {report.counts}")
+        fused = next(r for r in reports if r.name == "fusion-check").counts
         files = save_graph(proto, tmp)
         counts = dict(op_counts(proto))
         del proto
@@ -193,7 +200,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
         variant = mf.Variant(
             name="fp32",
             files=[mf.file_entry(tmp, f) for f in files],
-            op_counts=dict(reports[0].counts) | {"nodes": sum(counts.values())},
+            op_counts=dict(fused) | {"nodes": sum(counts.values())},
             validation=validation,
         )
         manifest = mf.Manifest(

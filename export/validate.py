@@ -3,7 +3,8 @@
 Cases cover a short sequence, sequences longer than ModernBERT's 128-token local window, and a
 padded batch of mixed lengths, with mask tokens placed in the text for the masked-LM head. Models
 with a local window get one more padded batch at the window's edges and beyond 2 x window, where
-banded attention's blocks (half a window each) and their neighbours all come into play.
+banded attention's blocks (half a window each) and their neighbours all come into play, and single
+sequences of exactly 2 x window and one token more: the two sides of the length dispatch.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def _lengths(max_length: int, window: int | None = None) -> tuple[list[int], lis
     if window:
         edges = (3 * window + 7, window + 1, window, window - 1, window // 2 + 1, 1)
         batches.append([min(n, max_length) for n in edges])
+        # both sides of the length dispatch (export/dispatch.py: dense up to two windows, banded beyond)
+        singles = sorted(set(singles) | {min(n, max_length) for n in (2 * window, 2 * window + 1)})
     return singles, batches
 
 

@@ -47,6 +47,8 @@ class ModelInfo:
     has_mlm_head: bool
     local_window: int | None = None
     local_attention: str | None = None  # "banded" or "dense" for models with local layers
+    # banded exports: sequences of at most this many tokens take each layer's dense route (export/dispatch.py)
+    dense_up_to: int | None = None
     # sentence-transformers modules exported into sentence_embedding, e.g. ["Pooling(cls)", "Dense(..)", "Normalize"]
     sentence_pipeline: list[str] = field(default_factory=list)
     embedding_dim: int | None = None  # sentence_embedding width when a Dense module changes it

@@ -7,27 +7,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-SCOPE_KEY = "pkg.torch.onnx.name_scopes"
+from polyglot_onnx.onnx_walk import iter_nodes, scopes
+
 # Operators whose count must not change when a variant is built from the fp32 graph.
 FUSED_OPS = ("Attention", "RotaryEmbedding")
 _LAYER = re.compile(r"\.layers?\.(\d+)$")
 
 
 def op_histogram(model: Any) -> Counter[str]:
-    return Counter(n.op_type for n in model.graph.node)
+    """Operators of the graph and its subgraphs (a length-dispatched export keeps Attention inside If)."""
+    return Counter(n.op_type for n in iter_nodes(model.graph))
 
 
 def fused_counts(model: Any) -> dict[str, int]:
     counts = op_histogram(model)
     return {op: counts[op] for op in FUSED_OPS if counts.get(op)}
-
-
-def scopes(node: Any) -> list[str]:
-    """The torch module path the exporter recorded for a node ('' entries dropped); [] if none."""
-    for prop in node.metadata_props:
-        if prop.key == SCOPE_KEY:
-            return [s.strip(" '\"") for s in prop.value.strip("[]").split(",") if s.strip(" '\"")]
-    return []
 
 
 def layer_index(node: Any) -> int | None:

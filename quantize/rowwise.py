@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from polyglot_onnx.onnx_walk import used_names
 from polyglot_onnx.quantize.graphs import initializers, weight_matmuls
 
 ACTIVATION_LEVELS = 127  # symmetric int8 activations, stored as uint8 around zero point 128
@@ -118,7 +119,7 @@ class QuantizeMatMulsPerRow:
         del model.graph.node[:]
         model.graph.node.extend(nodes)
         replaced = {n.input[1] for n in targets}
-        still_used = {i for n in model.graph.node for i in n.input}
+        still_used = used_names(model.graph)  # If branches read outer initializers too
         kept = [i for i in model.graph.initializer if i.name not in replaced or i.name in still_used]
         del model.graph.initializer[:]
         model.graph.initializer.extend(kept + new_inits)

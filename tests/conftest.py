@@ -96,7 +96,8 @@ def tiny_max_length(tiny: Tiny) -> int:
 
 def attention_nodes(tiny: Tiny) -> int:
     """Fused Attention nodes a tiny package's graph must hold: one per layer, except that a banded
-    ModernBERT export runs each global layer as GLOBAL_QUERY_CHUNKS query chunks (export/chunked.py)."""
+    ModernBERT export runs each global layer as GLOBAL_QUERY_CHUNKS query chunks (export/chunked.py)
+    and gives every layer a dense route for short inputs beside it (export/dispatch.py)."""
     import json
 
     from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
@@ -104,7 +105,8 @@ def attention_nodes(tiny: Tiny) -> int:
     config = json.loads((tiny.checkpoint / "config.json").read_text(encoding="utf-8"))
     layers = int(config["num_hidden_layers"])
     global_layers = list(config.get("layer_types") or []).count("full_attention")
-    return layers + (GLOBAL_QUERY_CHUNKS - 1) * global_layers
+    dense_routes = layers if config.get("layer_types") else 0
+    return layers + (GLOBAL_QUERY_CHUNKS - 1) * global_layers + dense_routes
 
 
 def sample_lines(n: int | None = None) -> list[str]:

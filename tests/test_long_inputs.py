@@ -90,14 +90,15 @@ EDGE_LENGTHS = [1, WINDOW - 1, WINDOW, WINDOW + 1, 3 * WINDOW + 7, 1000]
 
 def test_modernbert_exports_banded_by_default_with_per_kind_counts(tiny_models):
     manifest = mf.read_manifest(tiny_models["tiny-modernbert"].package)
-    assert manifest.model.local_attention == "banded"
+    assert manifest.model.local_attention == "banded" and manifest.model.dense_up_to == 2 * WINDOW
     counts = manifest.variants["fp32"].op_counts
-    # tiny-modernbert: layer 0 global (query-chunked: one Attention per chunk), layers 1 and 2 local
+    # tiny-modernbert: layer 0 global (query-chunked: one Attention per chunk), layers 1 and 2 local; each
+    # layer also has its dense route (one Attention) for sequences up to two windows (export/dispatch.py)
     from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
 
     assert manifest.model.num_layers == 3
-    assert (counts["Attention.local"], counts["Attention.global"]) == (2, GLOBAL_QUERY_CHUNKS)
-    assert counts["Attention"] == 2 + GLOBAL_QUERY_CHUNKS
+    assert (counts["Attention.local"], counts["Attention.global"]) == (2 + 2, GLOBAL_QUERY_CHUNKS + 1)
+    assert counts["Attention"] == 2 + 2 + GLOBAL_QUERY_CHUNKS + 1
     assert (counts["RotaryEmbedding.local"], counts["RotaryEmbedding.global"]) == (4, 2)
     assert mf.read_manifest(tiny_models["tiny-bert"].package).model.local_attention is None
 
@@ -143,6 +144,27 @@ def test_local_layers_attend_over_three_blocks_only(tiny_models, tmp_path):
     assert sorted(k[2] for k in keys if k[0] == 2) == [200] * GLOBAL_QUERY_CHUNKS
 
 
+def test_short_inputs_take_the_dense_route(tiny_models, tmp_path):
+    """Up to two windows (32 tokens here) each layer's If runs one Attention over every key, as a dense graph:
+    3 calls for 3 layers, [batch, heads, L, d] x L keys; one token more and the banded route runs."""
+    import onnxruntime as ort
+
+    def attention_inputs(lengths: list[int]) -> list[list[int]]:
+        opts = ort.SessionOptions()
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(tmp_path / f"prof{max(lengths)}")
+        path = str(tiny_models["tiny-modernbert"].package / "model.onnx")
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        sess.run(None, _batch(lengths))
+        events = json.loads(Path(sess.end_profiling()).read_text())
+        return [list(e["args"]["input_type_shape"][1].values())[0] for e in events
+                if e.get("cat") == "Node" and e["args"].get("op_name") == "Attention"]
+
+    assert [k[0] for k in attention_inputs([2 * WINDOW, 5])] == [2, 2, 2]
+    assert [k[2] for k in attention_inputs([2 * WINDOW, 5])] == [2 * WINDOW] * 3
+    assert len(attention_inputs([2 * WINDOW + 1, 5])) == 2 + GLOBAL_QUERY_CHUNKS
+
+
 def test_query_chunked_attention_equals_plain_attention() -> None:
     """Global layers' chunking is exact, for lengths that do and do not divide into the chunks."""
     import torch
@@ -176,28 +198,31 @@ def test_fusion_check_counts_each_kind_of_layer(modernbert_graphs):
 def test_banded_export_validates_beyond_two_windows(tiny_models):
     cases = mf.read_manifest(tiny_models["tiny-modernbert"].package).variants["fp32"].validation["cases"]
     assert [6, 3 * WINDOW + 7] in cases  # the window-edge batch: 55, 17, 16, 15, 9, 3 tokens
+    assert [1, 2 * WINDOW] in cases and [1, 2 * WINDOW + 1] in cases  # both sides of the length dispatch
 
 
 def test_int8_and_fp16_of_the_banded_graph_hold_at_long_lengths(quantized):
-    """The quantize stage builds both variants from the banded graph; both stay near fp32 at 1,000 tokens."""
+    """The quantize stage builds both variants from the banded graph; both stay near fp32 at 1,000 tokens
+    (the banded route) and at 20 (the dense route of the same graph)."""
     import onnxruntime as ort
 
     pkg = quantized["tiny-modernbert"]
     manifest = mf.read_manifest(pkg)
-    feeds = _batch([1000, WINDOW + 1, 1])
-    feeds[mf.MASK_POSITIONS] = np.zeros(0, np.int64)
 
-    def sentence(variant: str) -> np.ndarray:
+    def sentence(variant: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         path = str(pkg / manifest.variants[variant].graph_file)
         return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run([mf.SENTENCE_EMBEDDING], feeds)[0]
 
-    ref = sentence("fp32")
-    for variant, floor in (("int8", 0.999), ("fp16", 0.99999)):
-        out = sentence(variant)
-        cos = (out * ref).sum(-1) / (np.linalg.norm(out, axis=-1) * np.linalg.norm(ref, axis=-1))
-        assert np.isfinite(out).all() and cos.min() >= floor, (variant, cos)
-        assert manifest.variants[variant].validation["drift"]["passed"]
-        assert manifest.variants[variant].op_counts["Attention"] == 2 + GLOBAL_QUERY_CHUNKS
+    for lengths in ([1000, WINDOW + 1, 1], [20, 5]):
+        feeds = _batch(lengths)
+        feeds[mf.MASK_POSITIONS] = np.zeros(0, np.int64)
+        ref = sentence("fp32", feeds)
+        for variant, floor in (("int8", 0.999), ("fp16", 0.99999)):
+            out = sentence(variant, feeds)
+            cos = (out * ref).sum(-1) / (np.linalg.norm(out, axis=-1) * np.linalg.norm(ref, axis=-1))
+            assert np.isfinite(out).all() and cos.min() >= floor, (variant, lengths, cos)
+            assert manifest.variants[variant].validation["drift"]["passed"]
+            assert manifest.variants[variant].op_counts["Attention"] == 2 + 2 + GLOBAL_QUERY_CHUNKS + 1
 
 
 @pytest.mark.slow
