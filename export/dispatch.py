@@ -24,7 +24,7 @@ from typing import Any
 from polyglot_onnx.errors import ExportError
 from polyglot_onnx.export.banded import ROUTE
 from polyglot_onnx.export.passes import PassReport, layer_index
-from polyglot_onnx.onnx_walk import scopes, used_names
+from polyglot_onnx.onnx_walk import scope_number, used_names
 
 PREFIX = "dispatch"
 LOCAL_MASK, GLOBAL_MASK, SHORT = f"{PREFIX}.local_mask", f"{PREFIX}.global_mask", f"{PREFIX}.short"
@@ -33,11 +33,7 @@ _ROUTE_SCOPE = re.compile(rf"\blayers?\.(\d+)\.attn\.{ROUTE}$")
 
 def route_layer(node: Any) -> int | None:
     """The layer whose banded / chunked route traced ``node``, or None."""
-    for scope in scopes(node):
-        found = _ROUTE_SCOPE.search(scope)
-        if found:
-            return int(found.group(1))
-    return None
+    return scope_number(node, _ROUTE_SCOPE)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ short, or think a tensor or initializer that only a branch reads is unused and d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,16 @@ def scopes(node: Any) -> list[str]:
         if prop.key == SCOPE_KEY:
             return [s.strip(" '\"") for s in prop.value.strip("[]").split(",") if s.strip(" '\"")]
     return []
+
+
+def scope_number(node: Any, pattern: re.Pattern[str]) -> int | None:
+    """The number ``pattern``'s first group reads from the first of the node's scopes it matches, or None
+    (which layer a node was traced in, which layer's attention route...)."""
+    for scope in scopes(node):
+        found = pattern.search(scope)
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def subgraphs(node: Any) -> Iterator[Any]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from polyglot_onnx.errors import QuantizeError
-from polyglot_onnx.quantize.graphs import fused_counts, scopes
+from polyglot_onnx.onnx_walk import scopes
+from polyglot_onnx.quantize.graphs import fused_counts
 
 FP32_OPS = ["LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Cos", "Sin"]
 # Top-level modules of the exported wrapper that run in fp16; everything else stays fp32.

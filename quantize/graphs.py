@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from polyglot_onnx.onnx_walk import iter_nodes, scopes
+from polyglot_onnx.onnx_walk import iter_nodes, scope_number
 
 # Operators whose count must not change when a variant is built from the fp32 graph.
 FUSED_OPS = ("Attention", "RotaryEmbedding")
@@ -26,11 +26,7 @@ def fused_counts(model: Any) -> dict[str, int]:
 
 def layer_index(node: Any) -> int | None:
     """Encoder layer a node belongs to (``encoder.encoder.layer.3`` / ``encoder.layers.3`` -> 3)."""
-    for scope in scopes(node):
-        match = _LAYER.search(scope)
-        if match:
-            return int(match.group(1))
-    return None
+    return scope_number(node, _LAYER)
 
 
 def initializers(model: Any) -> dict[str, Any]:
