@@ -86,7 +86,10 @@ def attention_forward(attend: Callable[[Any, Any, Any, Any, Any], Any]) -> Calla
         cos, sin = position_embeddings
         query, key = apply_rotary_pos_emb(query, key, cos, sin, unsqueeze_dim=1)
         out = attend(self, query, key, value, attention_mask)
-        return self.out_drop(self.Wo(out.reshape(*input_shape, -1))), None
+        # the width as a number, not -1: a -1 makes the exporter derive it from ``out``'s traced shape, and
+        # torch 2.11 then reads that shape inside the route, which export/dispatch.py moves into an If branch
+        width = self.config.num_attention_heads * self.head_dim
+        return self.out_drop(self.Wo(out.reshape(*input_shape, width))), None
 
     return forward
 

@@ -89,8 +89,10 @@ class LengthDispatch:
         outside = [n for n in nodes if id(n) not in inside]
         read_outside = used_names(_Graph(outside)) | {o.name for o in graph.output}
         exported = {t for t in produced if t in read_outside}
-        # the route's result: what the same layer's attention reads back (reshaped into Wo)
-        results = [t for t in exported if any(t in n.input and layer_index(n) == layer for n in outside)]
+        # the route's result: the tensor computed from its Attention nodes that the rest of the graph reads (the
+        # layer reshapes it into Wo). Anything else leaving the region (a shape value tracing shared with the
+        # layer, a mask another layer reuses: torch releases merge these differently) stays in the main graph.
+        results = [t for t in exported if _reaches(produced[t], produced, "Attention")]
         if len(results) != 1:
             raise ExportError(f"length dispatch: layer {layer}'s attention route has {len(results)} outputs, 1 expected")
         output = results[0]
@@ -206,6 +208,27 @@ def _ancestors_within(start: list[Any], produced: dict[str, Any]) -> set[int]:
         seen.add(id(node))
         stack.extend(produced[i] for i in node.input if i in produced)
     return seen
+
+
+_SHAPE_ONLY = ("Shape", "Size")
+
+
+def _reaches(node: Any, produced: dict[str, Any], op_type: str) -> bool:
+    """Whether ``node`` is, or depends within the region on, a node of ``op_type`` through tensor values:
+    a Shape / Size reads only its input's dimensions, so what is computed from it (torch 2.11 takes a reshape's
+    size from the attention output) does not carry the attention's values."""
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        if current.op_type == op_type:
+            return True
+        seen.add(id(current))
+        if current.op_type not in _SHAPE_ONLY:
+            stack.extend(produced[i] for i in current.input if i in produced)
+    return False
 
 
 def _in_order(names: set[str], nodes: list[Any]) -> list[str]:

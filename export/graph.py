@@ -26,6 +26,14 @@ def graph_io(has_mlm_head: bool) -> tuple[list[str], list[str]]:
     return inputs, outputs + ([mf.MASK_LOGITS] if has_mlm_head else [])
 
 
+def package_io(has_mlm_head: bool) -> tuple[list[str], list[str]]:
+    """The graph's inputs and outputs once the passes ran: the traced ones, and the top k of export/topk.py."""
+    inputs, outputs = graph_io(has_mlm_head)
+    if not has_mlm_head:
+        return inputs, outputs
+    return inputs + [mf.MASK_TOP_K], outputs + [mf.MASK_TOP_SCORES, mf.MASK_TOP_IDS]
+
+
 def build_module(ckpt: Checkpoint) -> Any:
     """A torch.nn.Module wrapping the checkpoint with the package's graph interface."""
     import torch

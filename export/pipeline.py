@@ -14,7 +14,7 @@ from polyglot_onnx import manifest as mf
 from polyglot_onnx import onnx_files
 from polyglot_onnx.errors import ExportError, PolyglotError, first_line
 from polyglot_onnx.export.dispatch import LengthDispatch
-from polyglot_onnx.export.graph import build_module, export_onnx, graph_io
+from polyglot_onnx.export.graph import build_module, export_onnx, package_io
 from polyglot_onnx.export.loading import Checkpoint, Source, load_checkpoint
 from polyglot_onnx.export.passes import (
     ClampIrVersion,
@@ -22,7 +22,9 @@ from polyglot_onnx.export.passes import (
     FusionCheck,
     op_counts,
 )
+from polyglot_onnx.export.topk import MaskTopK
 from polyglot_onnx.export.validate import Tolerance, validate
+from polyglot_onnx.export.versions import check_versions
 from polyglot_onnx.progress import Progress
 
 GRAPH_FILE = "model.onnx"
@@ -126,6 +128,7 @@ def _tokenizer_info(ckpt: Checkpoint, vocab_size: int) -> mf.TokenizerInfo:
 def export_package(model: str, out: str | os.PathLike[str], options: ExportOptions | None = None) -> mf.Manifest:
     """Export ``model`` (catalog name, hub id or checkpoint dir) to a package directory at ``out``."""
     options = options or ExportOptions()
+    check_versions()
     out_path = Path(out).expanduser().resolve()
     _prepare_out(out_path, options.overwrite)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +180,8 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
         expected = ckpt.strategy.fusion_expectation(ckpt.config, banded)
         kinds = ckpt.strategy.layer_kinds(ckpt.config)
         dispatch = ckpt.strategy.dense_up_to(ckpt.config) if banded else 0
-        passes: tuple[Any, ...] = (FusionCheck(expected, kinds), DeduplicateInitializers(), ClampIrVersion())
+        passes: tuple[Any, ...] = (FusionCheck(expected, kinds), MaskTopK(), DeduplicateInitializers(),
+                                   ClampIrVersion())
         if dispatch and kinds is not None:
             half_window = int(ckpt.strategy.local_window(ckpt.config)) // 2  # transformers' |i - j| bound
             passes = (LengthDispatch(dispatch, half_window, kinds), *passes)
@@ -196,7 +200,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
 
         (tmp / TOKENIZER_FILE).write_text(ckpt.tokenizer_json, encoding="utf-8")
         vocab = Tokenizer.from_str(ckpt.tokenizer_json).get_vocab_size(with_added_tokens=True)
-        inputs, outputs = graph_io(ckpt.has_mlm_head)
+        inputs, outputs = package_io(ckpt.has_mlm_head)
         variant = mf.Variant(
             name="fp32",
             files=[mf.file_entry(tmp, f) for f in files],

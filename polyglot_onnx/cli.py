@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the full report as JSON")
     p.add_argument("--markdown", default=None, metavar="OUT", help="write a Markdown report and OUT.png plot")
     p.add_argument("--no-record", action="store_true", help="do not write the results into manifest.json")
+    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu",
+                   help="run the variants there (the fp32 reference stays on the CPU); the evidence is recorded "
+                        "per provider and variant='auto' on CUDA uses the CUDA evidence")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
@@ -191,7 +194,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.canary_only:
         return cmd_canary_only(args)
     manifest = quantize_package(args.package, args.variants or list(DEFAULT_VARIANTS), _quantize_options(args))
-    failed = [n for n, v in manifest.variants.items() if v.validation.get("drift", {}).get("passed") is False]
+    failed = [n for n, v in manifest.variants.items() if (v.drift() or {}).get("passed") is False]
     if failed:
         hint = " or rebuild int8 with --overwrite --max-drift 0.05 (keeps sensitive MatMuls in fp32)" if "int8" in failed else ""
         print(f"polyglot-onnx: drift gate failed for {', '.join(failed)} (variant='auto' will not pick it): see "
@@ -227,6 +230,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         localize=args.localize,
         threads=args.threads,
         show_progress=not args.quiet,
+        provider=args.provider,
     )
     report = run_drift(args.package, options)
     if args.json_out:

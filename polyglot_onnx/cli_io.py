@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool killed by a closed pipe
@@ -73,11 +74,13 @@ def evidence_lines(v: Any) -> list[str]:
         lines.append(f"    validated against {val.get('reference')}: max abs diff {diffs}")
     if v.extra.get("size_ratio_to_fp32"):
         lines.append(f"    {v.extra.get('method', '')}; {v.extra['size_ratio_to_fp32']:.0%} of fp32 bytes")
-    drift = val.get("drift")
-    if drift:
+    for provider in mf.DRIFT_PROVIDERS:
+        drift = v.drift(provider)
+        if not drift:
+            continue
         o = drift["overall"]
         fill = f", top-1 {o['top1_agreement']:.3f}" if "top1_agreement" in o else ""
-        lines.append(f"    drift vs {drift['reference']} ({drift['corpus']['texts']} texts, "
+        lines.append(f"    drift on {provider} vs {drift['reference']} ({drift['corpus']['texts']} texts, "
                      f"{drift['corpus']['languages']} languages): {'PASS' if drift['passed'] else 'FAIL'}, "
                      f"cos p5 {o['sentence_cosine_p5']:.5f}{fill}")
     return lines

@@ -50,7 +50,7 @@ def run_demo(model: str | None, out: Path, corpus: Path | None = None, random_we
         packages.append(target)
         print(f"\n== {name}: {target}")
         for variant in manifest.variants.values():
-            drift = variant.validation.get("drift")
+            drift = variant.drift()
             verdict = "" if not drift else (
                 f", drift vs fp32 on {drift['corpus']['texts']} texts in {drift['corpus']['languages']} languages: "
                 f"{'PASS' if drift['passed'] else 'FAIL'} (sentence cosine p5 {drift['overall']['sentence_cosine_p5']:.5f})"

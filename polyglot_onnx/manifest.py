@@ -31,6 +31,10 @@ TOKEN_EMBEDDINGS = "token_embeddings"
 SENTENCE_EMBEDDING = "sentence_embedding"
 CLS_EMBEDDING = "cls_embedding"
 MASK_LOGITS = "mask_logits"
+# fill-mask in the graph (export/topk.py): k is an input with a default, scores are fp32 softmax probabilities
+MASK_TOP_K = "mask_top_k"
+MASK_TOP_SCORES = "mask_top_scores"
+MASK_TOP_IDS = "mask_top_ids"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,28 @@ class Variant:
     @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
+
+    def drift(self, provider: str = "cpu") -> dict[str, Any] | None:
+        """The drift evidence measured on ``provider`` (validation[drift_key(provider)]), or None."""
+        evidence = self.validation.get(drift_key(provider))
+        return evidence if isinstance(evidence, dict) else None
+
+    def evidence_for(self, provider: str) -> tuple[str, dict[str, Any] | None]:
+        """(provider it was measured on, evidence) for a variant about to run on ``provider``: that provider's
+        own evidence, else the CPU's (the drift checker ran there), else none."""
+        own = self.drift(provider)
+        if own is not None or provider == "cpu":
+            return provider, own
+        return "cpu", self.drift("cpu")
+
+
+def drift_key(provider: str) -> str:
+    """Where a variant's validation keeps the drift evidence measured on ``provider``: 'drift' for the CPU (as
+    packages always had it), 'drift_cuda' for CUDA (polyglot-onnx drift --provider cuda)."""
+    return "drift" if provider == "cpu" else f"drift_{provider}"
+
+
+DRIFT_PROVIDERS = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -181,7 +207,9 @@ def check_values(m: Manifest) -> None:
             raise malformed(f"{where}.files", "is empty")
         for i, entry in enumerate(variant.files):
             _check_entry(entry, f"{where}.files[{i}]")
-        _check_drift(variant.validation.get("drift"), f"{where}.validation.drift")
+        for provider in DRIFT_PROVIDERS:
+            key = drift_key(provider)
+            _check_drift(variant.validation.get(key), f"{where}.validation.{key}")
     if m.canary is not None:
         _check_entry(m.canary, "manifest.canary")
     for name in ("inputs", "outputs"):

@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from polyglot_onnx.manifest import DRIFT_PROVIDERS
+
 EXIT_FAIL = 1
 EXIT_NOT_MEASURED = 2
 
@@ -74,10 +76,11 @@ def machine_lines(manifest: Any) -> list[str]:
     lines = [f"  this machine: {cpu.arch}, int8 kernels {cpu.int8_kernel_class} "
              f"({', '.join(cpu.features) or 'no int8 features found'}; read from {cpu.source})"]
     for v in manifest.variants.values():
-        machine = (v.validation.get("drift") or {}).get("machine")
-        if machine:
-            lines.append(f"  {v.name} evidence measured on: {machine.get('int8_kernel_class')} "
-                         f"(onnxruntime {machine.get('onnxruntime')}, {machine.get('provider')})")
+        for provider in DRIFT_PROVIDERS:
+            machine = (v.drift(provider) or {}).get("machine")
+            if machine:
+                lines.append(f"  {v.name} evidence measured on: {machine.get('int8_kernel_class')} "
+                             f"(onnxruntime {machine.get('onnxruntime')}, {machine.get('provider')})")
     lines.append(f"  canary references: {manifest.canary.path if manifest.canary else 'none'}"
                  + ("" if manifest.canary else " (add with 'polyglot-onnx quantize DIR --canary-only')"))
     return lines

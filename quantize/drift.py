@@ -52,6 +52,7 @@ class DriftOptions:
     sqnr_floor: float = SQNR_FLOOR_DB
     threads: int | None = None
     show_progress: bool = True
+    provider: str = "cpu"  # where the variants run (the reference stays fp32 on the CPU); cuda: fp16 where it runs
 
 
 class Runner(Protocol):
@@ -230,6 +231,7 @@ class DriftReport:
     variants: dict[str, dict[str, Any]]
     checked: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     machine: dict[str, Any] = field(default_factory=dict)  # CPU int8 kernel class, onnxruntime, provider
+    provider: str = "cpu"  # where the variants ran: the evidence is recorded under manifest.drift_key(provider)
 
     @property
     def passed(self) -> bool:
@@ -246,6 +248,7 @@ class DriftReport:
             "corpus": self.corpus,
             "checked": self.checked,
             "machine": self.machine,
+            "provider": self.provider,
             "passed": self.passed,
             "variants": self.variants,
         }
@@ -274,6 +277,8 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
     options = options or DriftOptions()
     if options.reference not in REFERENCES:
         raise InputError(f"unknown reference {options.reference!r}: choose fp32 or torch")
+    if options.provider not in mf.DRIFT_PROVIDERS:
+        raise InputError(f"unknown provider {options.provider!r}: choose {' or '.join(mf.DRIFT_PROVIDERS)}")
     if options.localize not in ("failing", "always", "never"):
         raise InputError(f"localize must be failing, always or never, not {options.localize!r}")
     check_thresholds(options.thresholds)
@@ -284,10 +289,12 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
     progress = Progress(total=3, enabled=options.show_progress)
 
     with progress.step(f"loading reference ({options.reference}) and {', '.join(targets)}"):
+        # the reference is always the validated fp32 graph on the CPU (or PyTorch); the variants run where asked
         ref_engine = load_engine(root, "cpu", "fp32", options.threads)
         reference: Any = TorchRunner(manifest) if options.reference == "torch" else OnnxRunner(ref_engine)
         runners = {
-            name: OnnxRunner(load_engine(root, "cpu", name, options.threads, refuse_unfit=False)) for name in targets
+            name: OnnxRunner(load_engine(root, options.provider, name, options.threads, refuse_unfit=False))
+            for name in targets
         }
         encoded = encode_corpus(ref_engine, corpus)
         info = corpus.describe()
@@ -326,7 +333,9 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
             progress.info(f"{name}: {'PASS' if not failures else f'FAIL ({len(failures)} checks)'}")
     from polyglot_onnx.runtime.cpu import machine_block
 
-    return DriftReport(str(root), options.reference, info, results, machine=machine_block(ref_engine.provider))
+    provider = next(iter(runners.values())).engine.provider
+    return DriftReport(str(root), options.reference, info, results, machine=machine_block(provider),
+                       provider=options.provider)
 
 
 def record(directory: str | Path, report: DriftReport) -> mf.Manifest:
@@ -352,7 +361,7 @@ def record(directory: str | Path, report: DriftReport) -> mf.Manifest:
         if variant is None or variant.files[0].sha256 != result["graph_sha256"]:
             continue  # rebuilt or removed while the drift ran: this evidence is not its evidence
         evidence["graph_sha256"] = result["graph_sha256"]
-        variants[name] = replace(variant, validation=variant.validation | {"drift": evidence})
+        variants[name] = replace(variant, validation=variant.validation | {mf.drift_key(report.provider): evidence})
     updated = replace(manifest, variants=variants)
     mf.write_manifest(root, updated)
     return updated

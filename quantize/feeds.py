@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx import manifest as mf
+from polyglot_onnx.graph_feeds import graph_feeds
 from polyglot_onnx.quantize.corpus import load_corpus
 
 
@@ -44,9 +45,6 @@ def corpus_feeds(
     feeds = []
     for start in range(0, len(texts), batch):
         ids, mask = engine.text.pad(engine.text.encode(texts[start : start + batch]))
-        feed = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
-        if mf.MASK_POSITIONS in manifest.inputs:
-            rows = np.arange(ids.shape[0], dtype=np.int64) * ids.shape[1] + 1
-            feed[mf.MASK_POSITIONS] = rows if mask_row_token else np.zeros(0, dtype=np.int64)
-        feeds.append(feed)
+        rows = np.arange(ids.shape[0], dtype=np.int64) * ids.shape[1] + 1
+        feeds.append(graph_feeds(manifest.inputs, ids, mask, rows if mask_row_token else None))
     return feeds

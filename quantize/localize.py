@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from polyglot_onnx import manifest as mf
+from polyglot_onnx.graph_feeds import graph_feeds
 from polyglot_onnx.quantize.feeds import cpu_session
 from polyglot_onnx.runtime.text import length_sorted_batches, pad_ids
 
@@ -37,14 +38,11 @@ class GraphLayers:
         model = load_model(root / manifest.variants[variant].graph_file)
         self.probes = expose(model, names)
         self.session = cpu_session(model, threads)
-        self.head = mf.MASK_POSITIONS in manifest.inputs
+        self.inputs = manifest.inputs
         self.label = f"{variant} graph"
 
     def __call__(self, ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
-        feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
-        if self.head:
-            feeds[mf.MASK_POSITIONS] = np.zeros(0, dtype=np.int64)
-        return list(self.session.run(self.probes, feeds))
+        return list(self.session.run(self.probes, graph_feeds(self.inputs, ids, mask)))
 
 
 class TorchLayers:

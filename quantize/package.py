@@ -19,6 +19,7 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError, PackageError, QuantizeError, first_line
+from polyglot_onnx.graph_feeds import graph_feeds
 from polyglot_onnx.onnx_files import save_graph
 from polyglot_onnx.progress import Progress
 from polyglot_onnx.quantize.corpus import load_corpus
@@ -66,10 +67,7 @@ def smoke_run(path: Path, manifest: mf.Manifest) -> None:
             low = len(manifest.tokenizer.special_ids)
         ids[:, :10] = np.arange(10) + low
         mask = (ids != manifest.tokenizer.pad_token_id).astype(np.int64)
-        feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
-        if mf.MASK_POSITIONS in manifest.inputs:
-            feeds[mf.MASK_POSITIONS] = np.array([3, 15], dtype=np.int64)
-        outputs = session.run(None, feeds)
+        outputs = session.run(None, graph_feeds(manifest.inputs, ids, mask, np.array([3, 15], dtype=np.int64)))
     except Exception as err:  # onnxruntime's own error types
         raise QuantizeError(f"the new variant does not run in onnxruntime: {first_line(err)}") from err
     for name, value in zip(manifest.outputs, outputs):

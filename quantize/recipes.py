@@ -69,7 +69,9 @@ RECIPES: dict[str, Recipe] = {
                batch_invariant=False),
         Recipe("int8-static", "model.int8-static.onnx", "cpu", "static QDQ int8 (7-bit weights), calibrated on the corpus",
                _int8_static, revision=2),
-        Recipe("fp16", "model.fp16.onnx", "cuda", "fp16 with fp32 LayerNorm, rotary tables and pooling", _fp16),
+        # revision 2: LayerNorm in fp16, one Cast per fp32 table (no fp32 islands inside the encoder)
+        Recipe("fp16", "model.fp16.onnx", "cuda", "fp16 encoder and head; fp32 rotary tables and pooling", _fp16,
+               revision=2),
     )
 }
 DEFAULT_VARIANTS = ("int8", "fp16")

@@ -12,6 +12,7 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import NonFiniteOutputError, PackageError, PolyglotError, first_line
+from polyglot_onnx.graph_feeds import graph_feeds
 from polyglot_onnx.runtime.cpu import detect_cpu, warn_if_foreign_evidence
 from polyglot_onnx.runtime.package import OpenedPackage, open_package
 from polyglot_onnx.runtime.providers import cap_threads, create_session, resolve_provider
@@ -33,6 +34,11 @@ class Engine:
         return str(self.session.get_providers()[0])
 
     @property
+    def provider_name(self) -> str:
+        """'cuda' or 'cpu': the provider as the manifest's evidence and the CLI name it."""
+        return "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+
+    @property
     def manifest(self) -> mf.Manifest:
         return self.package.manifest
 
@@ -41,12 +47,15 @@ class Engine:
         return self.package.variant.name
 
     def run(
-        self, outputs: list[str], ids: np.ndarray, mask: np.ndarray, positions: np.ndarray | None = None
+        self,
+        outputs: list[str],
+        ids: np.ndarray,
+        mask: np.ndarray,
+        positions: np.ndarray | None = None,
+        top_k: int = 5,
     ) -> list[np.ndarray]:
-        feeds = {mf.INPUT_IDS: ids, mf.ATTENTION_MASK: mask}
-        if mf.MASK_POSITIONS in self.manifest.inputs:
-            # Empty positions make the LM head a zero-row matmul: embedding calls skip its cost.
-            feeds[mf.MASK_POSITIONS] = positions if positions is not None else np.zeros(0, dtype=np.int64)
+        # No positions make the LM head a zero-row matmul: embedding calls skip its cost.
+        feeds = graph_feeds(self.manifest.inputs, ids, mask, positions, top_k)
         try:
             if self.bound:
                 return self._run_bound(outputs, feeds)
@@ -56,6 +65,11 @@ class Engine:
                 f"onnxruntime failed on a batch of shape {tuple(ids.shape)} ({first_line(err, 200)}): "
                 "lower batch_size, or check the package with 'polyglot-onnx info'"
             ) from err
+
+    @property
+    def top_k_in_graph(self) -> bool:
+        """Whether the graph finishes fill-mask itself (softmax + top k, export/topk.py); older packages do not."""
+        return mf.MASK_TOP_IDS in self.manifest.outputs
 
     @property
     def bound(self) -> bool:
@@ -83,8 +97,8 @@ class Engine:
             "hidden_size": m.model.hidden_size,
             "max_length": m.model.max_length,
             "has_mlm_head": m.model.has_mlm_head,
-            "validation": {k: v for k, v in self.package.variant.validation.items() if k != "drift"},
-            "drift": drift_summary(self.package.variant),
+            "validation": {k: v for k, v in self.package.variant.validation.items() if not k.startswith("drift")},
+            "drift": drift_summary(self.package.variant, self.provider_name),
             "batch_invariant": batch_invariant(self.package.variant),
             "cpu": detect_cpu().to_dict(),
             "canary": self.manifest.canary is not None,
@@ -116,13 +130,14 @@ def batch_invariant(variant: mf.Variant) -> bool:
     return variant.name in ("fp32", "fp16")
 
 
-def drift_summary(variant: mf.Variant) -> dict[str, Any] | None:
-    """The accuracy evidence the drift checker recorded for this variant, or None if never checked."""
-    drift = variant.validation.get("drift")
+def drift_summary(variant: mf.Variant, provider: str = "cpu") -> dict[str, Any] | None:
+    """The accuracy evidence the drift checker recorded for this variant on ``provider`` (else on the CPU), or
+    None if never checked; ``provider`` says where it was measured."""
+    measured_on, drift = variant.evidence_for(provider)
     if not drift:
         return None
     keys = ("reference", "corpus", "passed", "overall", "failures", "checked", "machine")
-    return {k: drift[k] for k in keys if k in drift}
+    return {k: drift[k] for k in keys if k in drift} | {"provider": measured_on}
 
 
 def _graph_vocab(session: Any, package: OpenedPackage) -> int:
@@ -139,6 +154,9 @@ def check_interface(session: Any, package: OpenedPackage) -> None:
     needed_in = [mf.INPUT_IDS, mf.ATTENTION_MASK] + ([mf.MASK_POSITIONS] if m.model.has_mlm_head else [])
     needed_out = [mf.TOKEN_EMBEDDINGS, mf.SENTENCE_EMBEDDING, mf.CLS_EMBEDDING]
     needed_out += [mf.MASK_LOGITS] if m.model.has_mlm_head else []
+    if mf.MASK_TOP_IDS in m.outputs:  # the in-graph top k needs its k and both of its outputs
+        needed_in.append(mf.MASK_TOP_K)
+        needed_out.append(mf.MASK_TOP_SCORES)
     sides = {
         "inputs": ([i.name for i in session.get_inputs()], m.inputs, needed_in),
         "outputs": ([o.name for o in session.get_outputs()], m.outputs, needed_out),
@@ -176,7 +194,7 @@ def load_engine(
     choice = resolve_provider(provider)
     package = open_package(Path(directory), variant, choice.name, verify=verify, refuse_unfit=refuse_unfit)
     if warn_evidence and choice.name == "cpu":
-        warn_if_foreign_evidence(package.root, package.variant.name, package.variant.validation.get("drift"))
+        warn_if_foreign_evidence(package.root, package.variant.name, package.variant.drift("cpu"))
     session = create_session(str(package.graph_path), choice, cap_threads(threads))
     check_interface(session, package)
     text = TextEncoder(package.tokenizer_json, package.manifest.tokenizer, _graph_vocab(session, package))

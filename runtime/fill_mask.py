@@ -18,6 +18,7 @@ from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches, pad_
 log = logging.getLogger("polyglot_onnx")
 
 Prediction = dict[str, Any]  # {"score", "token", "token_str", "sequence"}
+Best = tuple[np.ndarray, np.ndarray]  # one mask's (scores, token ids), best first
 
 
 @dataclass(frozen=True)
@@ -71,21 +72,39 @@ class FillMask(EngineClient):
         encodings = whole_documents(self.engine.text.encode(texts, truncating=False), self.engine.text.tokenizer)
         masks = self._masks(encodings)
         rows = mask_rows(encodings, masks, self.engine.text.max_length)
-        logits_of: dict[tuple[int, int], np.ndarray] = {}
+        best_of: dict[tuple[int, int], Best] = {}
         for batch in length_sorted_batches([len(r[0]) for r in rows], batch_size):
             ids, attn = pad_ids([rows[r][0] for r in batch], self.engine.text.info.pad_token_id,
                                 self.engine.text.pad_to_multiple)
             width = ids.shape[1]
             positions = np.asarray([row * width + p for row, r in enumerate(batch) for p in rows[r][1]], np.int64)
             slots = [slot for r in batch for slot in rows[r][2]]
-            (logits,) = self.engine.run([mf.MASK_LOGITS], ids, attn, positions)
-            self.engine.ensure_finite(logits, [i for i, _ in slots])
-            logits_of.update(zip(slots, logits))
+            best_of.update(zip(slots, self._best(ids, attn, positions, [i for i, _ in slots], top_k, target_ids)))
         results: list[Any] = []
         for i, enc in enumerate(encodings):
-            picked = np.stack([logits_of[(i, k)] for k in range(len(masks[i]))])
-            results.append(self._format(enc.ids, masks[i], picked, top_k, target_ids))
+            picked = [best_of[(i, k)] for k in range(len(masks[i]))]
+            results.append(self._format(enc.ids, masks[i], picked))
         return results[0] if single else results
+
+    def _best(
+        self,
+        ids: np.ndarray,
+        attn: np.ndarray,
+        positions: np.ndarray,
+        owners: list[int],
+        top_k: int,
+        target_ids: np.ndarray | None,
+    ) -> list[Best]:
+        """(scores, token ids) of each mask row, best first: from the graph's own top k where the package has
+        one (export/topk.py: nothing vocabulary-wide reaches the host), else from the logits (older packages,
+        and ``targets``, which score exactly the words asked for)."""
+        if target_ids is None and self.engine.top_k_in_graph:
+            scores, tokens = self.engine.run([mf.MASK_TOP_SCORES, mf.MASK_TOP_IDS], ids, attn, positions, top_k)
+            self.engine.ensure_finite(scores, owners)
+            return list(zip(scores.astype(np.float64), tokens))
+        (logits,) = self.engine.run([mf.MASK_LOGITS], ids, attn, positions)
+        self.engine.ensure_finite(logits, owners)
+        return [_host_top_k(row, top_k, target_ids) for row in logits]
 
     def _masks(self, encodings: list[Any]) -> list[np.ndarray]:
         """Mask positions per input, within the limits (checked before the graph runs)."""
@@ -112,30 +131,18 @@ class FillMask(EngineClient):
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"limits": vars(self.limits).copy()}
 
-    def _format(
-        self, ids: list[int], positions: np.ndarray, logits: np.ndarray, top_k: int, target_ids: np.ndarray | None
-    ) -> Any:
+    def _format(self, ids: list[int], positions: np.ndarray, best: list[Best]) -> Any:
         single_mask = len(positions) == 1
         per_mask = []
-        for pos, row in zip(positions, logits):
-            probs = _softmax(row)
-            if target_ids is not None:
-                candidates = target_ids
-                scores = probs[candidates]
-            else:
-                candidates = np.arange(probs.shape[0])
-                scores = probs
-            k = min(top_k, len(candidates))
-            best = np.argpartition(-scores, k - 1)[:k]
-            best = best[np.argsort(-scores[best], kind="stable")]
+        for pos, (scores, tokens) in zip(positions, best):
             preds = []
-            for j in best:
-                token = int(candidates[j])
+            for score, token_id in zip(scores, tokens):
+                token = int(token_id)
                 filled = list(ids)
                 filled[int(pos)] = token
                 preds.append(
                     {
-                        "score": float(scores[j]),
+                        "score": float(score),
                         "token": token,
                         "token_str": self.engine.text.decode([token], skip_special_tokens=False),
                         # as the transformers pipeline: other masks stay visible when there are several
@@ -165,6 +172,17 @@ class FillMask(EngineClient):
         if not ids:
             raise InputError("none of the targets maps to a vocabulary token: pass words the model knows")
         return np.fromiter(ids, dtype=np.int64, count=len(ids))
+
+
+def _host_top_k(row: np.ndarray, top_k: int, target_ids: np.ndarray | None) -> Best:
+    """Softmax over the whole row in float64, then the best ``top_k`` of ``target_ids`` (or of the vocabulary)."""
+    probs = _softmax(row)
+    candidates = target_ids if target_ids is not None else np.arange(probs.shape[0])
+    scores = probs[candidates] if target_ids is not None else probs
+    k = min(top_k, len(candidates))
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return scores[best], candidates[best]
 
 
 def _softmax(row: np.ndarray) -> np.ndarray:

@@ -43,10 +43,11 @@ class OpenedPackage:
         return read_file(self.root, entry.package_file(label), self.verified)
 
 
-def has_own_evidence(variant: Variant) -> bool:
-    """Drift evidence measured on this very graph (evidence records the graph's sha256)."""
-    drift = variant.validation.get("drift")
-    if not isinstance(drift, dict) or "passed" not in drift:
+def has_own_evidence(variant: Variant, provider: str = "cpu") -> bool:
+    """Drift evidence for ``provider`` (its own, else the CPU's) measured on this very graph (evidence records the
+    graph's sha256)."""
+    _, drift = variant.evidence_for(provider)
+    if drift is None or "passed" not in drift:
         return False
     return drift.get("graph_sha256", variant.files[0].sha256) == variant.files[0].sha256
 
@@ -58,15 +59,20 @@ def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unf
         for name in AUTO_PREFERENCE[provider]:
             if name not in available:
                 continue
-            if name != "fp32" and not has_own_evidence(available[name]):
+            if name != "fp32" and not has_own_evidence(available[name], provider):
                 log.warning(
                     "variant %s has no drift evidence (quantize ran with --no-drift or was interrupted); not using "
                     "it: check it with 'polyglot-onnx drift DIR --variants %s' or ask for it by name", name, name
                 )
                 continue
-            if available[name].validation.get("drift", {}).get("passed") is False and name != "fp32":
-                log.warning("variant %s failed its drift gate (see 'polyglot-onnx info'); not using it", name)
+            measured_on, evidence = available[name].evidence_for(provider)
+            if name != "fp32" and evidence is not None and evidence.get("passed") is False:
+                log.warning("variant %s failed its drift gate on %s (see 'polyglot-onnx info'); not using it", name,
+                            measured_on)
                 continue
+            if name != "fp32" and measured_on != provider:
+                log.info("variant %s has drift evidence from %s only; 'polyglot-onnx drift DIR --provider %s' "
+                         "measures it where it runs", name, measured_on, provider)
             if name != AUTO_PREFERENCE[provider][0]:
                 log.info("package has no usable %s variant; using %s", AUTO_PREFERENCE[provider][0], name)
             return available[name]

@@ -242,7 +242,8 @@ def load_checked(
         # what auto itself skips (no evidence of its own, or a failed drift gate) is not tried either
         if found is None:
             continue
-        if name != "fp32" and (not has_own_evidence(found) or found.validation["drift"]["passed"] is False):
+        evidence = found.evidence_for(choice.name)[1]
+        if name != "fp32" and (not has_own_evidence(found, choice.name) or (evidence or {}).get("passed") is False):
             continue
         engine = load_engine(directory, choice.name, name, threads, verify, warn_evidence=False)
         report = check_engine(engine)

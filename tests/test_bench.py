@@ -195,3 +195,48 @@ def test_published_command_names_no_machine_paths() -> None:
 
     argv = ["/opt/venv/bin/polyglot-onnx", "bench", "/data/ckpt", "--work", "/tmp/w", "--out", "results/x"]
     assert published_command(argv) == "polyglot-onnx bench ckpt --work WORK --out results/x"
+
+
+def test_ortopt_contender_times_the_onnxruntime_optimizer_graph(tiny_models: dict[str, Tiny], tmp_path: Path) -> None:
+    """'ortopt' builds onnxruntime.transformers.optimizer's graph (Optimum O4's, without Optimum) and times it."""
+    options = BenchOptions(
+        model=str(tiny_models["tiny-bert"].checkpoint), out=tmp_path / "out", work=tmp_path / "work",
+        contenders=("ortopt", "polyglot"), variants={"polyglot": ("fp32",)},
+        batches=(2,), seqs=(24,), corpus_size=0, document_seqs=(),
+        timing=TimingPolicy(warmup=1, min_iters=2, max_iters=2, budget_s=0.0), show_progress=False,
+    )
+    summary = run_bench(options)
+    timed = {(r["label"], r["task"]) for r in summary["rows"] if "p50_ms" in r}
+    assert timed == {(f, t) for f in ("ortopt:fp32", "polyglot:fp32") for t in ("fill-mask", "embed")}
+    builds = sorted((tmp_path / "work" / "ortopt").rglob("summary.json"))
+    assert len(builds) == 2
+    for build in builds:  # the optimizer fused BERT's attention and layer norms, as it does for Optimum O2 / O4
+        fused = json.loads(build.read_text(encoding="utf-8"))["fused"]
+        assert fused["Attention"] == 2 and fused["SkipLayerNormalization"] >= 4
+
+
+def test_cuda_targets_cover_budget_peak_and_cross_task_rows() -> None:
+    def row(label: str, task: str, p50: float, batch: int, seq: int, **extra: Any) -> dict[str, Any]:
+        variant = label.split(":")[1]
+        return {"label": label, "variant": variant, "task": task, "kind": "fixed", "provider": "cuda",
+                "batch": batch, "seq": seq, "p50_ms": p50, **extra}
+
+    rows = [row("polyglot:fp16", "embed", 0.8, 1, 128), row("polyglot:fp32", "embed", 0.7, 1, 128),
+            row("polyglot:fp16", "embed", 10.0, 64, 128), row("polyglot:fp16", "fill-mask", 14.0, 64, 128),
+            row("polyglot:fp16", "embed", 30.0, 64, 512, peak_ratio=0.45), row("torch:fp16", "embed", 50.0, 64, 512),
+            row("ortopt:fp16", "embed", 36.0, 64, 512)]
+    results = {t["target"]: t for t in evaluate(rows, "mbert-cased")}
+    assert results["embed fp16 b1 x 128 within 1.0 ms"]["measured"] == 1.25  # 1.0 ms budget / 0.8 ms
+    assert results["embed fp16 never slower than fp32 on CUDA"]["met"] is False  # 0.7 / 0.8
+    assert results["fill-mask fp16 b64 x 128 within 1.5x of embed"]["measured"] == pytest.approx(15 / 14, abs=1e-3)
+    assert results["embed fp16 share of the GPU fp16 peak, b64 x 512"]["measured"] == 0.45
+    assert results["embed fp16 vs PyTorch fp16 SDPA, b64 x 512"]["met"] is False  # 50 / 30 < 2
+    assert results["embed fp16 vs ORT optimizer fp16 (Optimum O4's graph), b64 x 512"]["measured"] == 1.2
+    assert results["mixed-length corpus fp16 vs PyTorch fp16 throughput"]["met"] is None  # no corpus row
+
+
+def test_gpu_peak_measures_an_fp16_matmul_through_io_binding() -> None:
+    from polyglot_onnx.bench.machine import measure_gpu_peak
+
+    # the CUDA code path on the CPU provider (CI has no GPU): a small fp16 MatMul, device-bound inputs
+    assert measure_gpu_peak(size=64, seconds=0.05, provider="cpu") > 0

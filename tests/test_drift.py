@@ -125,7 +125,7 @@ def test_results_go_into_the_manifest_and_auto_skips_a_failed_variant(corrupted,
     drift = read_manifest(pkg).variants["int8"].validation["drift"]
     assert drift["passed"] is False and drift["failures"]
     assert main(["info", str(pkg)]) == 0
-    assert "drift vs fp32" in capsys.readouterr().out
+    assert "drift on cpu vs fp32" in capsys.readouterr().out
     embedder = Embedder.load(pkg, provider="cpu")
     assert embedder.variant == "fp32"  # auto does not pick a variant known to be inaccurate
     assert Embedder.load(pkg, provider="cpu", variant="int8").describe()["drift"]["passed"] is False

@@ -30,8 +30,8 @@ def test_every_layer_has_fused_attention(mlm):
     assert {op: counts[op] for op in expected} == expected
     if manifest.model.architecture == "modernbert":
         assert counts["RotaryEmbedding"] == 2 * layers
-    # no decomposed attention left behind
-    assert counts.get("Softmax", 0) == 0
+    # no decomposed attention left behind: the one Softmax is the fill-mask top k's (export/topk.py)
+    assert counts.get("Softmax", 0) == 1 and counts["TopK"] == 1
     assert manifest.variants["fp32"].op_counts["Attention"] == attention_nodes(mlm)
 
 
@@ -49,8 +49,9 @@ def test_manifest_records_files_versions_and_validation(mlm):
         assert mf.sha256_file(mlm.package / entry.path) == entry.sha256
         assert (mlm.package / entry.path).stat().st_size == entry.size
     assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(manifest.versions)
-    assert manifest.inputs == ["input_ids", "attention_mask", "mask_positions"]
-    assert manifest.outputs == ["token_embeddings", "sentence_embedding", "cls_embedding", "mask_logits"]
+    assert manifest.inputs == ["input_ids", "attention_mask", "mask_positions", "mask_top_k"]
+    assert manifest.outputs == ["token_embeddings", "sentence_embedding", "cls_embedding", "mask_logits",
+                                "mask_top_scores", "mask_top_ids"]
     val = variant.validation
     assert val["passed"] and val["reference"] == "pytorch"
     assert set(val["max_abs_diff"]) == set(manifest.outputs)
@@ -84,7 +85,8 @@ def test_embedding_call_does_not_run_the_lm_head(tiny_models, tmp_path):
     opts.profile_file_prefix = str(tmp_path / "prof")
     sess = ort.InferenceSession(str(pkg / "model.onnx"), opts, providers=["CPUExecutionProvider"])
     ids = np.full((2, 40), 7, dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "mask_positions": np.zeros(0, np.int64)}
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "mask_positions": np.zeros(0, np.int64),
+             "mask_top_k": np.array([5], np.int64)}
     sess.run(["sentence_embedding"], feeds)
     events = json.loads(Path(sess.end_profiling()).read_text())
     vocab = manifest.model.vocab_size

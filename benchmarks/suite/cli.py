@@ -18,7 +18,9 @@ def add_bench_parser(sub: Any) -> None:
     p.add_argument("model", help="catalog name (with --random-weights), local checkpoint dir, or tiny-bert / tiny-modernbert")
     p.add_argument("--random-weights", action="store_true", help="catalog MODEL at full size with random weights")
     p.add_argument("--tasks", default="fill-mask,embed", help="comma-separated: fill-mask, embed")
-    p.add_argument("--contenders", default="torch,optimum,polyglot", help="comma-separated: torch, optimum, polyglot, dense (polyglot with dense local attention)")
+    p.add_argument("--contenders", default="torch,optimum,polyglot",
+                   help="comma-separated: torch, optimum, ortopt (onnxruntime.transformers.optimizer, no Optimum "
+                        "install), polyglot, dense (polyglot with dense local attention)")
     p.add_argument("--variants", default=None,
                    help="polyglot variants (e.g. fp32,int8); FAMILY=V1+V2 for others (optimum=O2+int8, torch=fp32)")
     p.add_argument("--batch", default="1,32", help="comma-separated batch sizes")

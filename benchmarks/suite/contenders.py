@@ -7,6 +7,8 @@
 - optimum: the graphs Optimum's exporter, ORTOptimizer and ORTQuantizer wrote, run by this
   process's onnxruntime with the transformers tokenizer and the same post-processing as the
   pipelines (ORTModelFor* + pipeline): full logits out of the graph, softmax on the mask row.
+- ortopt: onnxruntime.transformers.optimizer's graph (Optimum O2 / O4 without Optimum: ortopt_build.py),
+  driven exactly as the optimum graphs are.
 - polyglot: a package variant through the public FillMask / Embedder API; dense: the same, from a
   package exported with dense band-masked local attention (ModernBERT), for the banded-vs-dense rows.
 
@@ -32,7 +34,7 @@ TOP_K = 5
 class ContenderSpec:
     """Everything a worker process needs to load one contender (plain data, sent as JSON)."""
 
-    family: str  # torch | optimum | polyglot
+    family: str  # torch | optimum | ortopt | polyglot | dense
     variant: str  # torch: fp32/fp16; optimum: fp32/O2/int8/O4; polyglot: a package variant
     provider: str  # cpu | cuda
     threads: int
@@ -230,8 +232,8 @@ class OptimumRunner(Runner):
         return preds
 
 
-RUNNERS: dict[str, type[Runner]] = {"torch": TorchRunner, "optimum": OptimumRunner, "polyglot": PolyglotRunner,
-                                     "dense": PolyglotRunner}
+RUNNERS: dict[str, type[Runner]] = {"torch": TorchRunner, "optimum": OptimumRunner, "ortopt": OptimumRunner,
+                                     "polyglot": PolyglotRunner, "dense": PolyglotRunner}
 
 
 def make_runner(spec: ContenderSpec, task: str) -> Runner:

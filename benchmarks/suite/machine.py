@@ -79,6 +79,53 @@ def gpu_name() -> str | None:
         return None
 
 
+def _fp16_matmul_graph(size: int) -> bytes:
+    """[size, size] x [size, size] fp16, both operands inputs (bound on the device: no weight transfer)."""
+    from onnx import TensorProto, helper
+
+    a, b = (helper.make_tensor_value_info(n, TensorProto.FLOAT16, [size, size]) for n in ("a", "b"))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [size, size])
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "peak16", [a, b], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+def measure_gpu_peak(size: int = 8192, seconds: float = 2.0, provider: str = "cuda") -> float:
+    """TFLOP/s of one fp16 MatMul on the GPU through onnxruntime (cuBLAS tensor cores): what % of peak uses.
+
+    Inputs and output stay on the device (I/O binding), so the figure is the kernel's, as in a model's
+    GEMMs. ``provider="cpu"`` runs the same code on the CPU provider (tests; a tiny size there).
+    """
+    import onnxruntime as ort
+
+    cuda = provider == "cuda"
+    if cuda:
+        from polyglot_onnx.runtime.providers import preload_cuda_libraries
+
+        preload_cuda_libraries()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(_fp16_matmul_graph(size), options,
+                                   providers=["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"])
+    device = "cuda" if cuda else "cpu"
+    rng = np.random.default_rng(0)
+    binding = session.io_binding()
+    for name in ("a", "b"):
+        value = (rng.standard_normal((size, size), dtype=np.float32) / 8).astype(np.float16)
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+    binding.bind_output("y", device)
+    for _ in range(3):
+        session.run_with_iobinding(binding)
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 5:
+        start = time.perf_counter()
+        session.run_with_iobinding(binding)  # returns once the device finished (ORT synchronises the stream)
+        times.append(time.perf_counter() - start)
+    return round(2.0 * size**3 / float(np.median(times)) / 1e12, 1)
+
+
 def _matmul_graph(m: int, k: int, n: int, integer: bool) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
@@ -117,8 +164,9 @@ def _time_graph(blob: bytes, feed: np.ndarray, threads: int, seconds: float) -> 
     return float(np.median(times))
 
 
-def measure_peaks(threads: int, seconds: float = 2.0) -> dict[str, float]:
-    """GFLOP/s (fp32 MatMul) and GOP/s (int8 MatMulInteger), cube and FFN shape, median of runs."""
+def measure_peaks(threads: int, seconds: float = 2.0, provider: str = "cpu") -> dict[str, float]:
+    """GFLOP/s (fp32 MatMul) and GOP/s (int8 MatMulInteger), cube and FFN shape, median of runs; on CUDA also
+    the GPU's fp16 MatMul TFLOP/s (``fp16_peak_tflops``), which CUDA rows are measured against."""
     rng = np.random.default_rng(0)
     out: dict[str, float] = {}
     for label, (m, k, n) in PEAK_SHAPES.items():
@@ -130,4 +178,6 @@ def measure_peaks(threads: int, seconds: float = 2.0) -> dict[str, float]:
     # The peak is the large cube, as the targets define it; the FFN shape shows what the model's own shape gets.
     out["fp32_peak_gflops"] = out["fp32_cube_gflops"]
     out["int8_peak_gops"] = out["int8_cube_gops"]
+    if provider == "cuda":
+        out["fp16_peak_tflops"] = measure_gpu_peak(seconds=seconds)
     return out

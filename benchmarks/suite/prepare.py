@@ -115,6 +115,24 @@ def ensure_optimum(checkpoint: Path, work: Path, tasks: list[str], variants: lis
     return out
 
 
+def ensure_ortopt(checkpoint: Path, work: Path, tasks: list[str], variants: list[str], provider: str,
+                  progress: Progress) -> dict[str, dict[str, str]]:
+    """onnxruntime's transformer-optimizer graphs per variant and task (benchmarks/suite/ortopt_build.py)."""
+    from polyglot_onnx.bench.ortopt_build import build_ortopt
+
+    out: dict[str, dict[str, str]] = {v: {} for v in variants}
+    for variant in variants:
+        for task in tasks:
+            try:
+                path = build_ortopt(checkpoint, work / "ortopt" / checkpoint.name / f"{task}-{variant}", task, variant,
+                                    use_gpu=provider == "cuda")
+            except BenchError as err:  # its rows are marked; the other contenders still run
+                progress.info(str(err))
+                continue
+            out[variant][task] = str(path)
+    return out
+
+
 OPTIMUM_TASKS: dict[str, str] = {"fill-mask": "fill-mask", "embed": "feature-extraction"}
 
 

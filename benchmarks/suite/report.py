@@ -78,11 +78,14 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- Versions: {lib}",
         (f"- Measured peaks, same run: fp32 MatMul {peaks['fp32_peak_gflops']} GFLOP/s, int8 MatMulInteger "
          f"{peaks['int8_peak_gops']} GOP/s (2048 cube); at the 128×768×3072 FFN shape {peaks['fp32_ffn_gflops']} / "
-         f"{peaks['int8_ffn_gops']}"),
+         f"{peaks['int8_ffn_gops']}"
+         + (f"; GPU fp16 MatMul {peaks['fp16_peak_tflops']} TFLOP/s (8192 cube, onnxruntime CUDA)"
+            if peaks.get("fp16_peak_tflops") else "")),
         (f"- Timing: {ctx['timing']['warmup']} warm-up call(s), then repeated until {ctx['timing']['budget_s']} s and "
          f"at least {ctx['timing']['min_iters']} calls (at most {ctx['timing']['max_iters']}); the corpus row is one "
          "timed pass after one warm-up batch. GFLOP/s counts model FLOPs (LM head on the masked row only); % peak is "
-         "against the int8 peak for int8 variants, the fp32 peak otherwise."),
+         "against the int8 peak for int8 variants, the fp32 peak otherwise, and on CUDA the GPU fp16 peak for fp16 "
+         "rows."),
         f"- Date: {ctx['date']}; command: `{ctx['command']}`",
         "",
     ]

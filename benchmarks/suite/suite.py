@@ -33,16 +33,20 @@ from polyglot_onnx.bench.workloads import (
 from polyglot_onnx.errors import BenchError
 from polyglot_onnx.progress import Progress
 
-CONTENDERS = ("torch", "optimum", "polyglot", "dense")
+CONTENDERS = ("torch", "optimum", "ortopt", "polyglot", "dense")
+# "ortopt": onnxruntime.transformers.optimizer run directly (Optimum O4's graph without an Optimum install).
 # "dense": the same polyglot package exported with --dense-attention (ModernBERT's local layers as
 # dense attention under a band mask), to measure what banded attention buys in one run.
 PACKAGE_FAMILIES = ("polyglot", "dense")
+GRAPH_FAMILIES = ("optimum", "ortopt")  # one ONNX file per task, driven by OptimumRunner
 # Variants per family and provider when the command line names none.
 DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("torch", "cpu"): ("fp32",),
     ("torch", "cuda"): ("fp16",),
     ("optimum", "cpu"): ("fp32", "O2", "int8"),
     ("optimum", "cuda"): ("O4",),
+    ("ortopt", "cpu"): ("fp32",),
+    ("ortopt", "cuda"): ("fp16",),
     ("polyglot", "cpu"): ("fp32", "int8"),
     ("polyglot", "cuda"): ("fp16",),
     ("dense", "cpu"): ("fp32", "int8"),
@@ -111,12 +115,12 @@ def plan_workloads(options: BenchOptions, cutter: TextCutter, max_length: int) -
 
 
 def _specs(options: BenchOptions, checkpoint: Path, packages: dict[str, Path],
-           optimum: dict[str, dict[str, str]]) -> list[ContenderSpec]:
+           graphs_of: dict[str, dict[str, dict[str, str]]]) -> list[ContenderSpec]:
     specs = []
     for family in options.contenders:
         for variant in variants_of(options, family):
             graphs = ({"package": str(packages[family])} if family in packages
-                      else optimum.get(variant, {}) if family == "optimum" else {})
+                      else graphs_of.get(family, {}).get(variant, {}))
             specs.append(ContenderSpec(family, variant, options.provider, options.threads, str(checkpoint), graphs))
     return specs
 
@@ -157,6 +161,16 @@ def _read_rows(rows_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in rows_path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _peak_ratio(row: dict[str, Any], peaks: dict[str, float]) -> float | None:
+    """Share of the measured peak the row's achieved rate is: int8 / fp32 MatMul on CPU, fp16 GEMM on CUDA
+    (fp32 and int8 rows on CUDA have no peak of their own here)."""
+    if row["provider"] == "cuda":
+        fp16 = row["variant"] in ("fp16", "O4") and peaks.get("fp16_peak_tflops")
+        return round(row["gflops"] / (peaks["fp16_peak_tflops"] * 1e3), 4) if fp16 else None
+    peak = peaks["int8_peak_gops"] if row["variant"].startswith("int8") else peaks["fp32_peak_gflops"]
+    return round(row["gflops"] / peak, 4)
+
+
 def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list[int]], peaks: dict[str, float]) -> None:
     """Achieved GFLOP/s, share of the measured peak, speed-ups against every other contender."""
     for row in rows:
@@ -165,8 +179,7 @@ def _derive(rows: list[dict[str, Any]], shape: fl.Shape, lengths: dict[str, list
         seconds = (row["p50_ms"] if row["kind"] == "fixed" else row["mean_ms"]) / 1000.0
         key = workload_key(row["task"], row["kind"], row["batch"], row["seq"])
         row["gflops"] = round(fl.call_flops(shape, row["task"], lengths[key]) / seconds / 1e9, 3)
-        peak = peaks["int8_peak_gops"] if row["variant"].startswith("int8") else peaks["fp32_peak_gflops"]
-        row["peak_ratio"] = round(row["gflops"] / peak, 4) if row["provider"] == "cpu" else None
+        row["peak_ratio"] = _peak_ratio(row, peaks)
     for row in rows:
         if "p50_ms" not in row:
             continue
@@ -188,7 +201,13 @@ def published_command(argv: list[str]) -> str:
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run the whole suite; returns the summary (rows, targets, paths) that report.write also saves."""
-    from polyglot_onnx.bench.prepare import ensure_optimum, ensure_package, mask_token, resolve_checkpoint
+    from polyglot_onnx.bench.prepare import (
+        ensure_optimum,
+        ensure_ortopt,
+        ensure_package,
+        mask_token,
+        resolve_checkpoint,
+    )
     from polyglot_onnx.bench.report import write_report
 
     _check(options)
@@ -200,7 +219,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         name, checkpoint = resolve_checkpoint(options.model, options.random_weights, work)
     shape = fl.read_shape(checkpoint)
     packages: dict[str, Path] = {}
-    optimum: dict[str, dict[str, str]] = {}
+    graphs_of: dict[str, dict[str, dict[str, str]]] = {}  # family -> variant -> task -> ONNX file
     with progress.step("building the contenders' models"):
         for family in (f for f in PACKAGE_FAMILIES if f in options.contenders):
             suffix = "" if family == "polyglot" else f"-{family}"
@@ -208,17 +227,22 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                                               list(variants_of(options, family)), options.threads,
                                               options.show_progress, banded=family == "polyglot")
         if "optimum" in options.contenders:
-            optimum = ensure_optimum(checkpoint, work, list(options.tasks), list(variants_of(options, "optimum")),
-                                     options.optimum_env, progress)
+            graphs_of["optimum"] = ensure_optimum(checkpoint, work, list(options.tasks),
+                                                  list(variants_of(options, "optimum")), options.optimum_env, progress)
+        if "ortopt" in options.contenders:
+            graphs_of["ortopt"] = ensure_ortopt(checkpoint, work, list(options.tasks),
+                                                list(variants_of(options, "ortopt")), options.provider, progress)
     with progress.step(f"measuring this machine's MatMul peaks ({options.threads} threads)"):
-        peaks = measure_peaks(options.threads)
-        progress.info(f"fp32 {peaks['fp32_peak_gflops']} GFLOP/s, int8 {peaks['int8_peak_gops']} GOP/s (2048 cube)")
+        peaks = measure_peaks(options.threads, provider=options.provider)
+        progress.info(f"fp32 {peaks['fp32_peak_gflops']} GFLOP/s, int8 {peaks['int8_peak_gops']} GOP/s (2048 cube)"
+                      + (f", GPU fp16 {peaks['fp16_peak_tflops']} TFLOP/s (8192 cube)" if "fp16_peak_tflops" in peaks
+                         else ""))
     config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
     max_length = int(config.get("max_position_embeddings", 512))
     cutter = TextCutter(checkpoint / "tokenizer.json", mask_token(checkpoint))
     workloads = plan_workloads(options, cutter, max_length)
     lengths = {w.key: w.lengths for w in workloads}
-    specs = _specs(options, checkpoint, packages, optimum)
+    specs = _specs(options, checkpoint, packages, graphs_of)
     rows_path = work / "rows.jsonl"
     rows_path.unlink(missing_ok=True)
     with progress.step(f"timing {len(specs)} contenders x {len(workloads)} workloads"):
@@ -232,9 +256,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                        "memory_limit": int(options.memory_limit_gb * 2**30),
                        "workloads": [{"kind": w.kind, "batch": w.batch, "seq": w.seq, "tokens": w.tokens,
                                       "longest": max(w.lengths), "texts": w.texts} for w in mine]}
-                if spec.family == "optimum" and task not in spec.graphs:
+                if spec.family in GRAPH_FAMILIES and task not in spec.graphs:
                     _record_missing(spec, mine, rows_path,
-                                    f"the Optimum route could not build its {spec.variant} graph for {task}")
+                                    f"the {spec.family} route could not build its {spec.variant} graph for {task}")
                     continue
                 try:
                     _run_worker(job, rows_path, work)
