@@ -128,7 +128,8 @@ def main() -> None:
     result: dict[str, Any] = {
         "command": "python benchmarks/topk_head.py " + " ".join(
             f"--{k} {v}" for k, v in (("vocab", args.vocab), ("rows", args.rows), ("k", args.k),
-                                      ("threads", args.threads), ("rounds", args.rounds))),
+                                      ("threads", args.threads), ("rounds", args.rounds)))
+        + (" --package PKG" if args.package else ""),
         "machine": machine_facts(args.threads, "cpu"),
         "onnxruntime": ort.__version__,
         "python": platform.python_version(),

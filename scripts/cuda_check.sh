@@ -32,6 +32,8 @@ PY=${PYTHON:-python3}
 if [ -d /tmp/site ]; then export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}; fi
 start=$SECONDS
 step() { echo "[cuda-check $((SECONDS - start)) s] $*" >&2; }
+FAILED=()
+failed() { FAILED+=("$1"); step "$1 FAILED (see above); going on with the next step"; }
 
 if [ "$DRY" = 0 ]; then
   if compgen -G ".whl/*.whl" > /dev/null; then
@@ -45,11 +47,11 @@ ort.preload_dlls()
 assert "CUDAExecutionProvider" in ort.get_available_providers(), ort.get_available_providers()
 PY
   GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-  PROVIDER=cuda; BATCH=1,64; SEQ_BERT=128,512; SEQ_LONG=128,512,2048,8192; RANDOM=--random-weights
-  CORPUS=2000; CORPUS_BATCH=64; THREADS=8; VARIANTS="polyglot=fp16+fp32"
+  PROVIDER=cuda; BATCH=1,64; SEQ_BERT=128,512; SEQ_LONG=128,512,2048,8192; WEIGHTS=--random-weights
+  CORPUS=2000; CORPUS_BATCH=64; THREADS=8; VARIANTS="polyglot=fp16+fp32"; CHECKED=fp16
 else
-  GPU="cpu dry run"; PROVIDER=cpu; BATCH=1,4; SEQ_BERT=16,40; SEQ_LONG=16,40; RANDOM=
-  MODELS="tiny-bert tiny-modernbert"; CORPUS=24; CORPUS_BATCH=8; THREADS=2; VARIANTS="polyglot=fp32+int8"
+  GPU="cpu dry run"; PROVIDER=cpu; BATCH=1,4; SEQ_BERT=16,40; SEQ_LONG=16,40; WEIGHTS=
+  MODELS="tiny-bert tiny-modernbert"; CORPUS=24; CORPUS_BATCH=8; THREADS=2; VARIANTS="polyglot=fp32+int8"; CHECKED=int8
 fi
 SLUG=$(echo "$GPU" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/-*$//')
 LOG="$OUT/cuda-check-$SLUG.log"
@@ -58,27 +60,31 @@ exec > >(tee -a "$LOG") 2>&1
 step "GPU: $GPU; provider $PROVIDER; models $MODELS; $("$PY" -c 'import torch, onnxruntime; print("torch", torch.__version__, "onnxruntime", onnxruntime.__version__)')"
 
 step "CUDA tests (pytest -m cuda; they skip with a reason where the provider is missing)"
-"$PY" -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -5 || step "CUDA tests FAILED (see above)"
+"$PY" -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tail -15 || failed "CUDA tests"
 
 for model in $MODELS; do
   case "$model" in *mmbert*|*modernbert*) SEQ=$SEQ_LONG ;; *) SEQ=$SEQ_BERT ;; esac
   name=$model-$PROVIDER-$SLUG
   step "bench $model: torch, ORT optimizer, $VARIANTS on $PROVIDER; batch $BATCH, seq $SEQ, corpus $CORPUS"
-  "$PY" -m polyglot_onnx bench "$model" $RANDOM --provider "$PROVIDER" --threads "$THREADS" \
+  "$PY" -m polyglot_onnx bench "$model" $WEIGHTS --provider "$PROVIDER" --threads "$THREADS" \
     --contenders torch,ortopt,polyglot --variants "$VARIANTS" --tasks fill-mask,embed \
     --batch "$BATCH" --seq "$SEQ" --corpus-size "$CORPUS" --corpus-batch "$CORPUS_BATCH" --document-seq "" \
     --iters 5 --max-iters 30 --budget 1 --memory-limit 40 \
     --out "$OUT/bench/$name" --work "$WORK" \
-    || step "bench $model FAILED"
+    || failed "bench $model"
   package=$(ls -d "$WORK"/packages/*/ 2>/dev/null | grep -v -- '-dense/$' | grep -F "/${model}" | head -1 || true)
   if [ -n "$package" ]; then
-    step "drift of fp16 on $PROVIDER against fp32 on the CPU: $model"
+    step "drift of $CHECKED on $PROVIDER against fp32 on the CPU: $model"
     mkdir -p "$OUT/drift/$name"
-    "$PY" -m polyglot_onnx drift "$package" --provider "$PROVIDER" --variants fp16 --threads "$THREADS" \
+    "$PY" -m polyglot_onnx drift "$package" --provider "$PROVIDER" --variants "$CHECKED" --threads "$THREADS" \
       --json "$OUT/drift/$name/drift.json" --markdown "$OUT/drift/$name/drift.md" --quiet \
-      || step "drift $model: gate FAILED or error (see above)"
+      || failed "drift $model (gate or error)"
   else
-    step "no package for $model under $WORK/packages: drift skipped"
+    failed "drift $model (no package under $WORK/packages)"
   fi
 done
 step "done: results under $OUT (bench/, drift/), log $LOG"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  step "failed steps: ${FAILED[*]}"
+  exit 1
+fi
