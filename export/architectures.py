@@ -1,17 +1,14 @@
-"""Per-architecture export strategies, as a table keyed by transformers' ``model_type``.
+"""What an export strategy is: where the encoder and the masked-LM transform live on the HF model, and which
+fused ONNX Runtime operators each encoder layer must become.
 
-A strategy says where the encoder and the masked-LM transform live on the HF model, and which
-fused ONNX Runtime operators each encoder layer must become. Adding an architecture is adding
-a row, not an if/elif branch.
+Each family's strategy is a row in its own file (export/families/<family>.py); export/families assembles
+the table keyed by transformers' ``model_type``. Adding an architecture is adding a file, not an if/elif.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-from polyglot_onnx.errors import ExportError
-from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
 
 
 @dataclass(frozen=True)
@@ -109,62 +106,3 @@ def _dotted(obj: Any, path: str) -> Any:
 
 
 LAYER_KINDS = {"sliding_attention": "local", "full_attention": "global"}  # transformers' layer_types names
-
-
-STRATEGIES: dict[str, ArchStrategy] = {
-    s.model_type: s
-    for s in (
-        ArchStrategy(
-            model_type="bert",
-            encoder_attr="bert",
-            transform_attr="cls.predictions.transform",
-            fused_ops_per_layer={"Attention": 1},
-            needs_token_type_ids=True,
-        ),
-        ArchStrategy(
-            model_type="modernbert",
-            encoder_attr="model",
-            transform_attr="head",
-            fused_ops_per_layer={"Attention": 1, "RotaryEmbedding": 2},
-            local_window_attr="local_attention",
-            layer_types_attr="layer_types",
-            banded_local=True,
-            global_query_chunks=GLOBAL_QUERY_CHUNKS,
-            dense_up_to_windows=2,
-        ),
-        ArchStrategy(
-            model_type="xlm-roberta",
-            encoder_attr="roberta",
-            transform_attr="lm_head",
-            fused_ops_per_layer={"Attention": 1},
-            needs_token_type_ids=True,  # a single token type (type_vocab_size 1): zeros
-            transform_steps=("lm_head.dense", "gelu", "lm_head.layer_norm"),
-            positions_after_pad=True,
-        ),
-        ArchStrategy(
-            model_type="distilbert",
-            encoder_attr="distilbert",
-            transform_attr="vocab_transform",
-            fused_ops_per_layer={"Attention": 1},
-            transform_steps=("vocab_transform", "activation", "vocab_layer_norm"),
-        ),
-        ArchStrategy(
-            model_type="deberta-v2",
-            encoder_attr="deberta",
-            transform_attr="cls.predictions.transform",  # mdeberta-v3's legacy head, BERT-shaped
-            fused_ops_per_layer={"Attention": 0},  # disentangled attention has no fused ONNX operator
-            needs_token_type_ids=True,
-            attn_implementation="eager",
-        ),
-    )
-}
-
-
-def strategy_for(model_type: str) -> ArchStrategy:
-    try:
-        return STRATEGIES[model_type]
-    except KeyError:
-        known = ", ".join(sorted(STRATEGIES))
-        raise ExportError(
-            f"architecture {model_type!r} is not supported: polyglot-onnx exports {known} checkpoints"
-        ) from None

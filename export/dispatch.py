@@ -23,8 +23,7 @@ from typing import Any
 
 from polyglot_onnx.errors import ExportError
 from polyglot_onnx.export.banded import ROUTE
-from polyglot_onnx.export.passes import PassReport, layer_index
-from polyglot_onnx.onnx_walk import scope_number, used_names
+from polyglot_onnx.graph_toolkit import PassReport, layer_index, scope_number, used_names
 
 PREFIX = "dispatch"
 LOCAL_MASK, GLOBAL_MASK, SHORT = f"{PREFIX}.local_mask", f"{PREFIX}.global_mask", f"{PREFIX}.short"

@@ -15,7 +15,8 @@ from typing import Any
 
 from polyglot_onnx.catalog import CATALOG, find_by_hub_id
 from polyglot_onnx.errors import ExportError, ModelNotFoundError
-from polyglot_onnx.export.architectures import ArchStrategy, strategy_for
+from polyglot_onnx.export.architectures import ArchStrategy
+from polyglot_onnx.export.families import strategy_for
 
 SPECIAL_TOKEN_NAMES = ("pad", "unk", "cls", "sep", "bos", "eos", "mask")
 

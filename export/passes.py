@@ -1,53 +1,24 @@
 """Graph passes over the exported ONNX model, one job each, each reporting what it did.
 
-Modelled on onnxruntime's fusion classes: ``apply()`` returns a report with counts so tests can
-assert them and the manifest can record them.
+Each is a ``graph_toolkit.GraphPass`` (modelled on onnxruntime's fusion classes): ``apply()`` returns one
+``PassReport`` with counts so tests can assert them and the manifest can record them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from polyglot_onnx.errors import FusionError
-from polyglot_onnx.onnx_walk import iter_nodes
-
-
-@dataclass
-class PassReport:
-    name: str
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def op_counts(model: Any) -> Counter[str]:
-    """Operator histogram of the graph and its subgraphs (If branches), keyed by op_type (domain prefixed
-    when not ai.onnx)."""
-    return Counter(
-        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}" for n in iter_nodes(model.graph)
-    )
-
-
-_LAYER_SCOPE = re.compile(r"\blayers?\.(\d+)\.")
-SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # where torch.onnx (dynamo) records each node's module path
-
-
-def layer_index(node: Any) -> int | None:
-    """The encoder layer a node was traced from, read from the exporter's name-scope metadata."""
-    for prop in node.metadata_props:
-        if prop.key == SCOPES_KEY:
-            found = _LAYER_SCOPE.findall(prop.value)
-            return int(found[-1]) if found else None
-    return None
+from polyglot_onnx.graph_toolkit import DEFAULT_DOMAINS, PassReport, iter_nodes, layer_index, op_histogram
 
 
 def op_counts_by_layer_kind(model: Any, ops: Any, kinds: list[str]) -> Counter[str]:
     """Counts of ``ops`` keyed 'Op.kind' (kind of the layer each node came from, 'Op.unknown' if none)."""
     out: Counter[str] = Counter()
     for node in iter_nodes(model.graph):
-        if node.op_type in ops and node.domain in ("", "ai.onnx"):
+        if node.op_type in ops and node.domain in DEFAULT_DOMAINS:
             i = layer_index(node)
             out[f"{node.op_type}.{kinds[i] if i is not None and i < len(kinds) else 'unknown'}"] += 1
     return out
@@ -66,7 +37,7 @@ class FusionCheck:
         self.kinds = kinds
 
     def apply(self, model: Any) -> PassReport:
-        counts = op_counts(model)
+        counts = op_histogram(model)
         if self.kinds is not None:
             counts.update(op_counts_by_layer_kind(model, {k.split(".")[0] for k in self.expected}, self.kinds))
         found = {op: counts.get(op, 0) for op in self.expected}

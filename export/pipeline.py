@@ -16,15 +16,11 @@ from polyglot_onnx.errors import ExportError, PolyglotError, first_line
 from polyglot_onnx.export.dispatch import LengthDispatch
 from polyglot_onnx.export.graph import build_module, export_onnx, package_io
 from polyglot_onnx.export.loading import Checkpoint, Source, load_checkpoint
-from polyglot_onnx.export.passes import (
-    ClampIrVersion,
-    DeduplicateInitializers,
-    FusionCheck,
-    op_counts,
-)
+from polyglot_onnx.export.passes import ClampIrVersion, DeduplicateInitializers, FusionCheck
 from polyglot_onnx.export.topk import MaskTopK
 from polyglot_onnx.export.validate import Tolerance, validate
 from polyglot_onnx.export.versions import check_versions
+from polyglot_onnx.graph_toolkit import GraphPass, op_histogram
 from polyglot_onnx.progress import Progress
 
 GRAPH_FILE = "model.onnx"
@@ -180,7 +176,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
         expected = ckpt.strategy.fusion_expectation(ckpt.config, banded)
         kinds = ckpt.strategy.layer_kinds(ckpt.config)
         dispatch = ckpt.strategy.dense_up_to(ckpt.config) if banded else 0
-        passes: tuple[Any, ...] = (FusionCheck(expected, kinds), MaskTopK(), DeduplicateInitializers(),
+        passes: tuple[GraphPass, ...] = (FusionCheck(expected, kinds), MaskTopK(), DeduplicateInitializers(),
                                    ClampIrVersion())
         if dispatch and kinds is not None:
             half_window = int(ckpt.strategy.local_window(ckpt.config)) // 2  # transformers' |i - j| bound
@@ -190,7 +186,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
             progress.info(f"{report.name}: {report.counts}")
         fused = next(r for r in reports if r.name == "fusion-check").counts
         files = save_graph(proto, tmp)
-        counts = dict(op_counts(proto))
+        counts = dict(op_histogram(proto))
         del proto
     with progress.step("validating against PyTorch (short, > local window, padded batch)"):
         validation = validate(ckpt, module, str(tmp / GRAPH_FILE), options.tolerance)

@@ -1,15 +1,14 @@
-"""Tiny, deterministic BERT and ModernBERT checkpoints with tokenizers trained on our own text.
+"""What the tiny fixtures and the random-weight builds are made of: tokenizers trained on our own text in each
+family's layout (WordPiece like mBERT's, Gemma-like BPE like mmBERT's, Unigram like XLM-RoBERTa's and
+mDeBERTa's), checkpoint saving and sentence-transformers files.
 
-They stand in for the real models where the hub is unreachable (CI, the README's default run):
-same architectures and code paths, a few layers wide, and a ModernBERT local window small enough
-(16 tokens) that ordinary sentences cross it.
+The tiny checkpoints themselves are built by each family's file (export/families/<family>.py); they stand in
+for the real models where the hub is unreachable (CI, the README's default run): same architectures and code
+paths, a few layers wide.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,88 +99,6 @@ def save_checkpoint(model: Any, tokenizer: Any, out: Path) -> Path:
     return out
 
 
-def build_tiny_bert(
-    out: Path, corpus: Path, seed: int = 0, with_head: bool = True, initializer_range: float = 0.02
-) -> Path:
-    """A 2-layer cased BERT; ``with_head=False`` saves the bare encoder with sentence-transformers files.
-
-    ``initializer_range=0.2`` gives the large weights that expose int8 kernel saturation.
-    """
-    import torch
-    from transformers import BertConfig, BertForMaskedLM
-
-    tokenizer = train_wordpiece(corpus)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=128,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        initializer_range=initializer_range,
-    )
-    model = BertForMaskedLM(config).eval()
-    if with_head:
-        return save_checkpoint(model, tokenizer, out)
-    save_checkpoint(model.bert, tokenizer, out)
-    (out / "modules.json").write_text(
-        json.dumps([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        ])
-    )
-    (out / "1_Pooling").mkdir(exist_ok=True)
-    (out / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 64, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
-    )
-    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
-    return out
-
-
-def build_tiny_modernbert(out: Path, corpus: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
-    """A 3-layer ModernBERT (local, local, global) with a 16-token window and GeGLU, no biases."""
-    import torch
-    from transformers import ModernBertConfig, ModernBertForMaskedLM
-
-    tokenizer = train_gemma_like(corpus)
-    torch.manual_seed(seed)
-    config = ModernBertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=96,
-        local_attention=16,
-        global_attn_every_n_layers=3,
-        max_position_embeddings=512,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-        cls_token_id=2,
-        sep_token_id=1,
-        initializer_range=initializer_range,
-    )
-    model = ModernBertForMaskedLM(config).eval()
-    return save_checkpoint(model, tokenizer, out)
-
-
-@dataclass(frozen=True)
-class TinyModel:
-    name: str
-    build: Callable[[Path, Path], Path]
-
-
-TINY_MODELS: dict[str, TinyModel] = {
-    m.name: m
-    for m in (
-        TinyModel("tiny-bert", lambda out, corpus: build_tiny_bert(out, corpus)),
-        TinyModel("tiny-modernbert", lambda out, corpus: build_tiny_modernbert(out, corpus)),
-    )
-}
-
-
 def default_corpus() -> Path:
     """The project's multilingual text, found beside the source tree (editable installs, clones)."""
     from polyglot_onnx.errors import ModelNotFoundError
@@ -193,4 +110,150 @@ def default_corpus() -> Path:
             return candidate
     raise ModelNotFoundError(
         "tests/data/multilingual.txt not found (installed without the source tree): pass --corpus FILE"
+    )
+
+
+XLMR_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in fairseq / xlm-roberta
+
+
+def train_unigram(corpus: Path, vocab_size: int = 1200) -> Any:
+    """SentencePiece-style Unigram (Metaspace, NFKC) with <mask> appended last, like xlm-roberta-base."""
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size, special_tokens=XLMR_SPECIALS, unk_token="<unk>", shrinking_factor=0.75
+    )
+    tok.train_from_iterator(_lines(corpus), trainer)
+    tok.add_special_tokens([AddedToken("<mask>", special=True, lstrip=True)])
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        cls_token="<s>",
+        sep_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
+
+
+def pad_unigram(tokenizer: Any, size: int) -> Any:
+    """Filler pieces up to ``size`` ids, <mask> moved to the last id as in xlm-roberta (250001)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    vocab.extend([f"<unused{i}>", -100.0] for i in range(size - 1 - len(vocab)))
+    for added in data["added_tokens"]:
+        if added["content"] == tokenizer.mask_token:
+            added["id"] = size - 1
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), **tokenizer.special_tokens_map)
+    return fast
+
+
+def write_sentence_transformers_files(
+    out: Path,
+    hidden: int,
+    pooling: str | list[str],
+    dense: list[tuple[Any, Any, str]] | None = None,
+    normalize: bool = False,
+    prompts: dict[str, str] | None = None,
+    default_prompt_name: str | None = None,
+    max_seq_length: int = 128,
+) -> Path:
+    """modules.json and each module's folder in sentence-transformers' own layout (Dense as safetensors)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+
+    def add(kind: str, config: dict[str, Any] | None) -> Path:
+        idx = len(modules)
+        folder = f"{idx}_{kind}"
+        modules.append({"idx": idx, "name": str(idx), "path": folder, "type": f"sentence_transformers.models.{kind}"})
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            (out / folder / "config.json").write_text(json.dumps(config))
+        return out / folder
+
+    add("Pooling", {"embedding_dimension": hidden, "pooling_mode": pooling, "include_prompt": True})
+    for weight, bias, activation in dense or []:
+        folder = add("Dense", {
+            "in_features": int(weight.shape[1]), "out_features": int(weight.shape[0]), "bias": bias is not None,
+            "activation_function": _torch_class_path(activation),
+        })
+        tensors = {"linear.weight": weight.contiguous()} | ({"linear.bias": bias.contiguous()} if bias is not None else {})
+        save_file(tensors, str(folder / "model.safetensors"))
+    if normalize:
+        add("Normalize", None)
+    (out / "modules.json").write_text(json.dumps(modules))
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False}))
+    st_config: dict[str, Any] = {"prompts": prompts or {}, "default_prompt_name": default_prompt_name,
+                                 "similarity_fn_name": "cosine"}
+    (out / "config_sentence_transformers.json").write_text(json.dumps(st_config))
+    return out
+
+
+def _torch_class_path(name: str) -> str:
+    """torch.nn.Tanh -> 'torch.nn.modules.activation.Tanh', as sentence-transformers writes it."""
+    import torch
+
+    cls = getattr(torch.nn, name)
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def train_unigram_bert_layout(corpus: Path) -> Any:
+    """Unigram in mdeberta-v3's layout: [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3, [MASK] last."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    base = train_unigram(corpus)
+    data = json.loads(base.backend_tokenizer.to_str())
+    names = {"<pad>": "[PAD]", "<s>": "[CLS]", "</s>": "[SEP]", "<unk>": "[UNK]", "<mask>": "[MASK]"}
+    order = {"[PAD]": 0, "[CLS]": 1, "[SEP]": 2, "[UNK]": 3}
+    vocab = data["model"]["vocab"]
+    for entry in vocab:
+        entry[0] = names.get(entry[0], entry[0])
+    vocab.sort(key=lambda e: order.get(e[0], 4))
+    data["model"]["unk_id"] = 3
+    for added in data["added_tokens"]:
+        added["content"] = names.get(added["content"], added["content"])
+        added["id"] = order.get(added["content"], added["id"])
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                   {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                 {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+        "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [1], "tokens": ["[CLS]"]},
+                           "[SEP]": {"id": "[SEP]", "ids": [2], "tokens": ["[SEP]"]}},
+    }
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)), pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]", bos_token="[CLS]", eos_token="[SEP]",
     )

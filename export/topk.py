@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from polyglot_onnx import manifest as mf
-from polyglot_onnx.export.passes import PassReport
+from polyglot_onnx.graph_toolkit import PassReport
 
 DEFAULT_K = 5  # the transformers fill-mask pipeline's default top_k: what validation compares
 

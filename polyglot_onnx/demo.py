@@ -24,13 +24,14 @@ PARALLEL = [
 def _checkpoints(model: str | None, out: Path, corpus: Path | None) -> list[tuple[str, str]]:
     if model is not None:
         return [(Path(model).name if Path(model).is_dir() else model.replace("/", "--"), model)]
-    from polyglot_onnx.export.tiny import TINY_MODELS, default_corpus
+    from polyglot_onnx.export.families import TINY_MODELS
+    from polyglot_onnx.export.tiny import default_corpus
 
     corpus = corpus or default_corpus()
     built = []
-    for tiny in TINY_MODELS.values():
-        print(f"building the embedded default checkpoint {tiny.name} (random weights, trained tokenizer)")
-        built.append((tiny.name, str(tiny.build(out / "checkpoints" / tiny.name, corpus))))
+    for name, build in TINY_MODELS.items():
+        print(f"building the embedded default checkpoint {name} (random weights, trained tokenizer)")
+        built.append((name, str(build(out / "checkpoints" / name, corpus))))
     return built
 
 

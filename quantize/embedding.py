@@ -9,14 +9,13 @@ MatMulNBits (bits=8) for the decoder, which computes ``x @ W.T`` from the [V, H]
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from polyglot_onnx.errors import QuantizeError
+from polyglot_onnx.graph_toolkit import PassReport, consumers, in_subgraph, initializers
 from polyglot_onnx.manifest import INPUT_IDS
-from polyglot_onnx.quantize.graphs import consumers, initializers
 
 MS_DOMAIN = "com.microsoft"
 # MatMulNBits accuracy_level 4: activations quantized to int8 per block, int8 dot products.
@@ -106,40 +105,31 @@ def untie_heads(model: Any) -> int:
     return count
 
 
-@dataclass
-class EmbeddingReport:
-    table: str
-    shape: tuple[int, int]
-    block_size: int
-    lookups: int
-    tied_heads: int
-    max_abs_error: float
-    bytes_before: int
-    bytes_after: int
-
-
 class QuantizeTiedEmbedding:
     """Replaces the word-embedding Gather (and the tied decoder Gemm) with int8 block kernels."""
 
     def __init__(self, block_size: int = 64) -> None:
         self.block_size = block_size
 
-    def apply(self, model: Any) -> EmbeddingReport | None:
+    def apply(self, model: Any) -> PassReport:
         from onnx import helper, numpy_helper
 
         inits = initializers(model)
         users = consumers(model)
         lookup = word_embedding_lookup(model)
         if lookup is None:
-            return None
+            return PassReport("tied-embedding-int8", {"quantized": False})
         name = lookup.input[0]
         table = numpy_helper.to_array(inits[name])
         if table.ndim != 2 or table.dtype != np.float32:
-            return None
+            return PassReport("tied-embedding-int8", {"quantized": False})
         rows, width = table.shape
         block = pick_block(width, self.block_size)
         heads = [n for n in users.get(name, []) if n is not lookup]
         for node in heads:
+            if in_subgraph(model.graph, node):  # the rewrite below replaces nodes of the main graph only
+                raise QuantizeError(f"the embedding table {name} is read inside an If branch ({node.name}): "
+                                    "quantize with --embedding-block 0")
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             if node.op_type != "Gemm" or attrs.get("transB") != 1 or attrs.get("transA", 0) != 0:
                 raise QuantizeError(
@@ -214,13 +204,14 @@ class QuantizeTiedEmbedding:
         model.graph.initializer.extend(kept + new_inits)
         if not any(o.domain == MS_DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-        return EmbeddingReport(
-            table=name,
-            shape=(rows, width),
-            block_size=block,
-            lookups=1,
-            tied_heads=len(replaced),
-            max_abs_error=error,
-            bytes_before=table.nbytes,
-            bytes_after=q.nbytes + scale.nbytes,
-        )
+        return PassReport("tied-embedding-int8", {
+            "quantized": True,
+            "table": name,
+            "shape": [rows, width],
+            "block_size": block,
+            "lookups": 1,
+            "tied_heads": len(replaced),
+            "max_abs_error": error,
+            "bytes_before": table.nbytes,
+            "bytes_after": q.nbytes + scale.nbytes,
+        })

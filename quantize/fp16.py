@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from polyglot_onnx.errors import QuantizeError
-from polyglot_onnx.onnx_walk import iter_nodes, scopes
+from polyglot_onnx.graph_toolkit import iter_nodes, scopes
 from polyglot_onnx.quantize.graphs import fused_counts
 
 FP32_OPS = ["Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Cos", "Sin"]

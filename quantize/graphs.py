@@ -1,59 +1,20 @@
-"""Small ONNX helpers the quantization passes share: scopes, consumers, initializers, saving."""
+"""ONNX helpers only the quantize stage needs (fused-op counts, layer outputs, probes, loading); the walks,
+scopes and histogram they build on are polyglot_onnx/graph_toolkit.py."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from polyglot_onnx.onnx_walk import iter_nodes, scope_number
+from polyglot_onnx.graph_toolkit import layer_index, op_histogram
 
 # Operators whose count must not change when a variant is built from the fp32 graph.
 FUSED_OPS = ("Attention", "RotaryEmbedding")
-_LAYER = re.compile(r"\.layers?\.(\d+)$")
-
-
-def op_histogram(model: Any) -> Counter[str]:
-    """Operators of the graph and its subgraphs (a length-dispatched export keeps Attention inside If)."""
-    return Counter(n.op_type for n in iter_nodes(model.graph))
 
 
 def fused_counts(model: Any) -> dict[str, int]:
     counts = op_histogram(model)
     return {op: counts[op] for op in FUSED_OPS if counts.get(op)}
-
-
-def layer_index(node: Any) -> int | None:
-    """Encoder layer a node belongs to (``encoder.encoder.layer.3`` / ``encoder.layers.3`` -> 3)."""
-    return scope_number(node, _LAYER)
-
-
-def initializers(model: Any) -> dict[str, Any]:
-    return {init.name: init for init in model.graph.initializer}
-
-
-def consumers(model: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            out.setdefault(name, []).append(node)
-    return out
-
-
-def weight_matmuls(model: Any) -> list[Any]:
-    """MatMul nodes whose second input is a 2-D float initializer: what dynamic int8 can quantize."""
-    from onnx import TensorProto
-
-    inits = initializers(model)
-    found = []
-    for node in model.graph.node:
-        if node.op_type != "MatMul" or len(node.input) < 2:
-            continue
-        init = inits.get(node.input[1])
-        if init is not None and len(init.dims) == 2 and init.data_type == TensorProto.FLOAT:
-            found.append(node)
-    return found
 
 
 def layer_outputs(model: Any) -> list[str]:

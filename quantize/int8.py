@@ -49,10 +49,7 @@ def _embedding(model: Any, options: Int8Options) -> dict[str, Any]:
     if not options.embedding_block:
         untie_heads(model)
         return {"quantized": False}
-    report = QuantizeTiedEmbedding(options.embedding_block).apply(model)
-    if report is None:
-        return {"quantized": False}
-    return {"quantized": True} | asdict(report)
+    return QuantizeTiedEmbedding(options.embedding_block).apply(model).counts
 
 
 def _run_quantizer(fn: Any, model: Any, **kwargs: Any) -> Any:
@@ -86,7 +83,7 @@ def quantize_rowwise_int8(model: Any, options: Int8Options) -> tuple[Any, dict[s
     embedding = _embedding(model, options)
     report = QuantizeMatMulsPerRow(keep=options.keep_fp32, per_channel=options.per_channel).apply(model)
     del model.graph.value_info[:]
-    return model, {"method": "rowwise", "options": options.describe(), "matmuls": asdict(report),
+    return model, {"method": "rowwise", "options": options.describe(), "matmuls": report.counts,
                    "embedding": embedding}
 
 

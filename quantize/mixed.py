@@ -20,13 +20,10 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import QuantizeError
+from polyglot_onnx.graph_toolkit import layer_index, weight_matmuls
 from polyglot_onnx.progress import Progress
 from polyglot_onnx.quantize.feeds import corpus_feeds, cpu_session
-from polyglot_onnx.quantize.graphs import (
-    layer_index,
-    load_model,
-    weight_matmuls,
-)
+from polyglot_onnx.quantize.graphs import load_model
 from polyglot_onnx.quantize.int8 import quantize_rowwise_int8
 from polyglot_onnx.quantize.rowwise import quantize_weight, row_constants
 

@@ -19,13 +19,12 @@ only) onnxruntime's u8 x s8 kernel adds adjacent products in 16 bits with satura
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from polyglot_onnx.onnx_walk import used_names
-from polyglot_onnx.quantize.graphs import initializers, weight_matmuls
+from polyglot_onnx.errors import QuantizeError
+from polyglot_onnx.graph_toolkit import PassReport, in_subgraph, initializers, used_names, weight_matmuls
 
 ACTIVATION_LEVELS = 127  # symmetric int8 activations, stored as uint8 around zero point 128
 ACTIVATION_ZERO_POINT = 128
@@ -56,16 +55,6 @@ def row_constants() -> list[Any]:
     return [numpy_helper.from_array(v, k) for k, v in consts.items()]
 
 
-@dataclass
-class RowwiseReport:
-    matmuls: int
-    shared_inputs: int  # activations quantized once for several MatMuls (Q/K/V read one input)
-    kept_fp32: int
-    weight_levels: int
-    bytes_before: int
-    bytes_after: int
-
-
 class QuantizeMatMulsPerRow:
     """Replaces every weight MatMul (but those in ``keep``) with the per-row int8 subgraph above."""
 
@@ -74,11 +63,15 @@ class QuantizeMatMulsPerRow:
         self.weight_levels = weight_levels
         self.per_channel = per_channel
 
-    def apply(self, model: Any) -> RowwiseReport:
+    def apply(self, model: Any) -> PassReport:
         from onnx import TensorProto, helper, numpy_helper
 
         inits = initializers(model)
         targets = [n for n in weight_matmuls(model) if n.name not in self.keep]
+        branched = [n.name for n in targets if in_subgraph(model.graph, n)]
+        if branched:  # rewritten in place below: a MatMul inside an If branch would be missed, not quantized
+            raise QuantizeError(f"weight MatMul {branched[0]!r} sits inside an If branch, which the per-row int8 "
+                                "pass does not rewrite: keep it in fp32 with --keep-fp32, or report the model")
         new_inits = row_constants() if targets else []
         quantized_input: dict[str, tuple[str, str]] = {}  # activation -> (uint8 tensor, row scale)
         nodes = list(model.graph.node)
@@ -123,11 +116,11 @@ class QuantizeMatMulsPerRow:
         kept = [i for i in model.graph.initializer if i.name not in replaced or i.name in still_used]
         del model.graph.initializer[:]
         model.graph.initializer.extend(kept + new_inits)
-        return RowwiseReport(
-            matmuls=len(targets),
-            shared_inputs=len(targets) - len(quantized_input),
-            kept_fp32=len(self.keep),
-            weight_levels=self.weight_levels,
-            bytes_before=bytes_before,
-            bytes_after=bytes_after,
-        )
+        return PassReport("rowwise-int8", {
+            "matmuls": len(targets),
+            "shared_inputs": len(targets) - len(quantized_input),  # activations quantized once for Q/K/V
+            "kept_fp32": len(self.keep),
+            "weight_levels": self.weight_levels,
+            "bytes_before": bytes_before,
+            "bytes_after": bytes_after,
+        })

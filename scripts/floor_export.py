@@ -23,7 +23,8 @@ def main() -> int:
 
     from polyglot_onnx import Embedder, FillMask
     from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny import build_tiny_bert, build_tiny_modernbert
+    from polyglot_onnx.export.families.bert import build_tiny_bert
+    from polyglot_onnx.export.families.modernbert import build_tiny_modernbert
 
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     print(f"floor export check: {versions}")

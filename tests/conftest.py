@@ -28,7 +28,8 @@ def corpus() -> Path:
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tiny]:
     """tiny-bert (BertForMaskedLM), tiny-modernbert (16-token window), tiny-encoder (no head, ST files)."""
     from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny import build_tiny_bert, build_tiny_modernbert
+    from polyglot_onnx.export.families.bert import build_tiny_bert
+    from polyglot_onnx.export.families.modernbert import build_tiny_modernbert
 
     root = tmp_path_factory.mktemp("tiny")
     builders = {
@@ -135,7 +136,7 @@ def labse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     Built once per session: the sentence-transformers tests and the corpus job's option tests both read it."""
     from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny_families import build_tiny_labse
+    from polyglot_onnx.export.families.bert import build_tiny_labse
 
     root = tmp_path_factory.mktemp("st")
     ckpt = build_tiny_labse(root / "ckpt", CORPUS)

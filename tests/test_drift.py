@@ -15,10 +15,11 @@ from conftest import CORPUS
 from polyglot_onnx import Embedder
 from polyglot_onnx.cli import main
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.graph_toolkit import layer_index, weight_matmuls
 from polyglot_onnx.manifest import read_manifest
 from polyglot_onnx.quantize import DriftOptions, Int8Options, record, run_drift
 from polyglot_onnx.quantize.corpus import load_corpus, parse_corpus
-from polyglot_onnx.quantize.graphs import layer_index, layer_outputs, weight_matmuls
+from polyglot_onnx.quantize.graphs import layer_outputs
 from polyglot_onnx.quantize.int8 import quantize_dynamic_int8
 from polyglot_onnx.quantize.metrics import mask_agreement
 from polyglot_onnx.quantize.package import write_variant

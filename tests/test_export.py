@@ -15,14 +15,15 @@ from conftest import attention_nodes
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import ExportError, FusionError, ModelNotFoundError, ValidationError
 from polyglot_onnx.export import ExportOptions, Tolerance, export_package
-from polyglot_onnx.export.architectures import STRATEGIES
-from polyglot_onnx.export.passes import DeduplicateInitializers, FusionCheck, count_large_matrices, op_counts
+from polyglot_onnx.export.families import STRATEGIES
+from polyglot_onnx.export.passes import DeduplicateInitializers, FusionCheck, count_large_matrices
+from polyglot_onnx.graph_toolkit import op_histogram
 
 
 def test_every_layer_has_fused_attention(mlm):
     manifest = mf.read_manifest(mlm.package)
     model = onnx.load(str(mlm.package / manifest.variants["fp32"].graph_file))
-    counts = op_counts(model)
+    counts = op_histogram(model)
     layers = manifest.model.num_layers
     expected = STRATEGIES[manifest.model.architecture].expected_ops(layers)
     expected["Attention"] = attention_nodes(mlm)  # banded ModernBERT: global layers query-chunked

@@ -28,7 +28,8 @@ class Family:
 def families(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Family]:
     """tiny-xlm-roberta (Unigram, positions after pad) and tiny-distilbert, exported once per module."""
     from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny_families import build_tiny_distilbert, build_tiny_xlm_roberta
+    from polyglot_onnx.export.families.distilbert import build_tiny_distilbert
+    from polyglot_onnx.export.families.xlm_roberta import build_tiny_xlm_roberta
 
     root = tmp_path_factory.mktemp("families")
     out = {}
@@ -155,10 +156,9 @@ def test_catalog_facts_for_the_neighbours():
     distil = get_spec("distilbert-base-multilingual-cased")
     assert (distil.architecture, distil.num_layers, distil.vocab_size) == ("distilbert", 6, 119547)
     assert get_spec("bert-base-multilingual-uncased").vocab_size == 105879
-    from polyglot_onnx.export.architectures import STRATEGIES
-    from polyglot_onnx.export.random_weights import RECIPES
+    from polyglot_onnx.export.families import RANDOM_WEIGHTS, STRATEGIES
 
-    assert {s.architecture for s in CATALOG.values()} <= set(STRATEGIES) & set(RECIPES)
+    assert {s.architecture for s in CATALOG.values()} <= set(STRATEGIES) & set(RANDOM_WEIGHTS)
 
 
 @pytest.mark.slow
@@ -195,7 +195,7 @@ def test_mdeberta_exports_unfused_and_matches_transformers(tmp_path):
     from transformers import AutoModel, AutoTokenizer, pipeline
 
     from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny_families import build_tiny_mdeberta
+    from polyglot_onnx.export.families.deberta_v2 import build_tiny_mdeberta
 
     ckpt = build_tiny_mdeberta(tmp_path / "ckpt", CORPUS)
     manifest = export_package(str(ckpt), tmp_path / "pkg", ExportOptions(show_progress=False))

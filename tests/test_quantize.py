@@ -14,9 +14,10 @@ from onnx import TensorProto, numpy_helper
 from conftest import attention_nodes, sample_lines
 from polyglot_onnx import Embedder, FillMask
 from polyglot_onnx.errors import InputError, QuantizeError
+from polyglot_onnx.graph_toolkit import op_histogram
 from polyglot_onnx.manifest import read_manifest
 from polyglot_onnx.quantize import Int8Options, QuantizeOptions, quantize_package
-from polyglot_onnx.quantize.graphs import fused_counts, op_histogram
+from polyglot_onnx.quantize.graphs import fused_counts
 
 QUIET = QuantizeOptions(show_progress=False)
 
@@ -45,7 +46,7 @@ def test_int8_embedding_table_is_block_quantized_and_shared_with_the_head(quanti
     pkg = quantized["tiny-modernbert"]
     model = _model(pkg, "int8")
     ops = op_histogram(model)
-    assert ops["GatherBlockQuantized"] == 1 and ops["MatMulNBits"] == 1 and ops["MatMulInteger"] > 0
+    assert ops["com.microsoft.GatherBlockQuantized"] == 1 and ops["com.microsoft.MatMulNBits"] == 1 and ops["MatMulInteger"] > 0
     lookup = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in model.graph.node if n.op_type == "MatMulNBits")
     assert lookup.input[0] == head.input[1]  # one uint8 table for lookup and decoder
@@ -201,7 +202,7 @@ def test_int8_options_per_tensor_and_fp32_table(tiny_models, tmp_path):
     options = QuantizeOptions(show_progress=False, int8=Int8Options(per_channel=False, embedding_block=0))
     manifest = quantize_package(pkg, "int8", options)
     model = _model(pkg, "int8")
-    assert "GatherBlockQuantized" not in op_histogram(model)
+    assert "com.microsoft.GatherBlockQuantized" not in op_histogram(model)
     table = [i for i in model.graph.initializer if sorted(i.dims) == sorted([1200, 64])]
     assert len(table) == 1 and table[0].data_type == TensorProto.FLOAT  # still stored once
     assert manifest.variants["int8"].extra["embedding"] == {"quantized": False}

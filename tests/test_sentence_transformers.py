@@ -112,7 +112,7 @@ def test_each_pooling_mode_equals_sentence_transformers(tmp_path, modes):
     from sentence_transformers.sentence_transformer.modules import Pooling
 
     from polyglot_onnx.export.st_modules import build_head, read_pipeline
-    from polyglot_onnx.export.tiny_families import write_sentence_transformers_files
+    from polyglot_onnx.export.tiny import write_sentence_transformers_files
 
     torch.manual_seed(0)
     n_modes = 1 if isinstance(modes, str) else len(modes)
@@ -133,7 +133,7 @@ def test_each_pooling_mode_equals_sentence_transformers(tmp_path, modes):
 
 def test_unsupported_modules_are_named(tmp_path):
     from polyglot_onnx.export.st_modules import read_pipeline
-    from polyglot_onnx.export.tiny_families import write_sentence_transformers_files
+    from polyglot_onnx.export.tiny import write_sentence_transformers_files
 
     write_sentence_transformers_files(tmp_path, 16, "mean")
     cfg = tmp_path / "1_Pooling" / "config.json"
@@ -169,7 +169,7 @@ def test_e5_like_all_pooling_modes_and_dense_width_through_onnx(tmp_path):
     from sentence_transformers import SentenceTransformer
 
     from polyglot_onnx.export import ExportOptions, export_package
-    from polyglot_onnx.export.tiny_families import build_tiny_e5_like
+    from polyglot_onnx.export.families.xlm_roberta import build_tiny_e5_like
 
     modes = ["max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
     ckpt = build_tiny_e5_like(tmp_path / "ckpt", CORPUS, pooling=modes, dense_out=32)

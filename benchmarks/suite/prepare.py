@@ -17,7 +17,9 @@ from polyglot_onnx.progress import Progress
 
 
 def _tiny_builders() -> dict[str, Callable[[Path], Path]]:
-    from polyglot_onnx.export.tiny import build_tiny_bert, build_tiny_modernbert, default_corpus
+    from polyglot_onnx.export.families.bert import build_tiny_bert
+    from polyglot_onnx.export.families.modernbert import build_tiny_modernbert
+    from polyglot_onnx.export.tiny import default_corpus
 
     return {
         "tiny-bert": lambda out: build_tiny_bert(out, default_corpus()),
