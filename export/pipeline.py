@@ -128,7 +128,7 @@ def export_package(model: str, out: str | os.PathLike[str], options: ExportOptio
     out_path = Path(out).expanduser().resolve()
     _prepare_out(out_path, options.overwrite)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    progress = Progress(total=5, enabled=options.show_progress)
+    progress = Progress(total=5, enabled=options.show_progress, label="export")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
     try:
         manifest = _export_into(model, tmp, options, progress)

@@ -79,8 +79,35 @@ def _quantize_options(args: argparse.Namespace) -> Any:
     )
 
 
+def _version() -> str:
+    """'polyglot-onnx X (onnxruntime Y, python Z)': what a bug report needs first."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("polyglot-onnx")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        ours = "unknown (not installed)"
+    try:
+        ort = version("onnxruntime")
+    except PackageNotFoundError:
+        try:
+            ort = version("onnxruntime-gpu") + " (gpu)"
+        except PackageNotFoundError:
+            ort = "not installed"
+    return f"polyglot-onnx {ours} (onnxruntime {ort}, python {platform.python_version()})"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyglot-onnx", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--log-level", dest="global_log_level", choices=LOG_LEVELS, default=None,
+                        help="library log messages on stderr from this level (default warning; -v = info). "
+                             "'serve' has its own --log-level for the server")
+    parser.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="checkpoint -> validated fp32 ONNX package")
@@ -365,6 +392,21 @@ def _one_line_warning(message: Any, category: type[Warning], *_: Any, **__: Any)
     return f"warning: {message}\n"
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    """The library logs through 'polyglot_onnx' (truncation counts, variant choice, skipped evidence...):
+    show it on stderr from the asked level; 'serve' configures its own."""
+    import logging
+
+    level = args.global_log_level or ("info" if args.verbose else None)
+    if level is None or args.command == "serve":
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
+    logger = logging.getLogger("polyglot_onnx")
+    logger.addHandler(handler)
+    logger.setLevel(getattr(logging, level.upper()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # Texts may follow options ("embed DIR --json 'a text'"): argparse leaves those as extras.
@@ -374,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.texts = list(args.texts) + extra
     warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    _configure_logging(args)
     if args.command in ("fill-mask", "embed", "info") and stdout_problem():
         print(f"polyglot-onnx: error: {stdout_problem()}", file=sys.stderr)
         return EXIT_ERROR

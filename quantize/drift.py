@@ -53,6 +53,7 @@ class DriftOptions:
     threads: int | None = None
     show_progress: bool = True
     provider: str = "cpu"  # where the variants run (the reference stays fp32 on the CPU); cuda: fp16 where it runs
+    nested_progress: bool = False  # inside another command's step (quantize): indented lines, no overall bar
 
 
 class Runner(Protocol):
@@ -168,6 +169,7 @@ def compare(
     rows: dict[str, list[TextDrift | None]] = {name: [None] * len(corpus.samples) for name in variants}
     sentence_key = None
     batches = length_sorted_batches([len(r) for r in encoded.ids], batch_size)
+    bar = progress.bar(len(batches), "drift", unit="batch")
     for done, batch in enumerate(batches, 1):
         ids, mask = pad_ids([encoded.ids[i] for i in batch], pad_id)
         ref = reference(ids, mask, None)
@@ -193,8 +195,10 @@ def compare(
                     out[sentence_key][r],
                     (ref_logits[r], var_logits[r]) if ref_logits is not None and var_logits is not None else None,
                 )
+        bar.update(1)
         if done % max(1, len(batches) // 5) == 0 or done == len(batches):
             progress.info(f"{done}/{len(batches)} batches")
+    bar.close()
     return {name: [r for r in got if r is not None] for name, got in rows.items()}
 
 
@@ -286,7 +290,7 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
     manifest = mf.read_manifest(root)
     targets = _targets(manifest, options)
     corpus = load_corpus(options.corpus)
-    progress = Progress(total=3, enabled=options.show_progress)
+    progress = Progress(total=3, enabled=options.show_progress, nested=options.nested_progress, label="drift")
 
     with progress.step(f"loading reference ({options.reference}) and {', '.join(targets)}"):
         # the reference is always the validated fp32 graph on the CPU (or PyTorch); the variants run where asked

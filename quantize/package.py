@@ -161,7 +161,7 @@ def quantize_package(
         load_corpus(options.corpus)  # bad corpus files fail before any work
     canary = options.canary and manifest.canary is None
     steps = len(names) + (1 if options.drift else 0) + int(canary)
-    progress = Progress(total=steps, enabled=options.show_progress)
+    progress = Progress(total=steps, enabled=options.show_progress, label="quantize")
     if stale:
         progress.info(f"removed what an interrupted run left behind: {', '.join(sorted(stale))}")
     if canary:
@@ -195,7 +195,8 @@ def quantize_package(
         with progress.step(f"drift check of {', '.join(names)} against fp32"):
             report = run_drift(
                 root,
-                DriftOptions(corpus=options.corpus, variants=tuple(names), threads=options.threads, show_progress=False),
+                DriftOptions(corpus=options.corpus, variants=tuple(names), threads=options.threads,
+                             show_progress=options.show_progress, nested_progress=True),
             )
             manifest = record(root, report)
             for name in names:

@@ -245,9 +245,11 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     specs = _specs(options, checkpoint, packages, graphs_of)
     rows_path = work / "rows.jsonl"
     rows_path.unlink(missing_ok=True)
-    with progress.step(f"timing {len(specs)} contenders x {len(workloads)} workloads"):
+    with progress.step(f"timing {len(specs)} contenders x {len(workloads)} workloads"), \
+            progress.bar(len(specs) * len(options.tasks), "bench", unit="contender-task") as bar:
         for spec in specs:
             for task in options.tasks:
+                bar.update(1)
                 # only polyglot embeds a document whole; the others would truncate it
                 mine = [w for w in workloads if w.task == task and (w.kind != DOCUMENT or spec.family == "polyglot")]
                 if not mine:
