@@ -212,6 +212,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
             versions=library_versions(),
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             tokenizer_sha256=mf.sha256_file(tmp / TOKENIZER_FILE),
+            tokenizer_size=(tmp / TOKENIZER_FILE).stat().st_size,
         )
         mf.write_manifest(tmp, manifest)
         if options.canary:

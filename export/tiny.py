@@ -20,6 +20,18 @@ def _lines(corpus: Path) -> list[str]:
     return [line.strip() for line in corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _framed(tok: Any, start: str, end: str, pair: str, **special: str) -> Any:
+    """Frame every text with ``start`` ... ``end`` (and pairs per ``pair``), as a transformers fast tokenizer."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{start} $A {end}", pair=pair,
+        special_tokens=[(start, tok.token_to_id(start)), (end, tok.token_to_id(end))],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+
+
 def train_wordpiece(corpus: Path, vocab_size: int = 1200) -> Any:
     """Cased WordPiece like mBERT's: BERT normalizer without lower-casing, [CLS] x [SEP]."""
     from tokenizers import (
@@ -28,10 +40,8 @@ def train_wordpiece(corpus: Path, vocab_size: int = 1200) -> Any:
         models,
         normalizers,
         pre_tokenizers,
-        processors,
         trainers,
     )
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
@@ -40,18 +50,8 @@ def train_wordpiece(corpus: Path, vocab_size: int = 1200) -> Any:
     tok.train_from_iterator(
         _lines(corpus), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS)
     )
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    return _framed(tok, "[CLS]", "[SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1", unk_token="[UNK]", pad_token="[PAD]",
+                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
 
 def train_gemma_like(corpus: Path, vocab_size: int = 1500) -> Any:
@@ -62,30 +62,16 @@ def train_gemma_like(corpus: Path, vocab_size: int = 1500) -> Any:
         decoders,
         models,
         pre_tokenizers,
-        processors,
         trainers,
     )
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     specials = [AddedToken(t, special=True, lstrip=(t == "<mask>")) for t in GEMMA_SPECIALS]
     tok.train_from_iterator(_lines(corpus), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials))
-    bos, eos = tok.token_to_id("<bos>"), tok.token_to_id("<eos>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", pair="<bos> $A <eos> $B <eos>", special_tokens=[("<bos>", bos), ("<eos>", eos)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<bos>",
-        eos_token="<eos>",
-        cls_token="<bos>",
-        sep_token="<eos>",
-        mask_token="<mask>",
-    )
+    return _framed(tok, "<bos>", "<eos>", "<bos> $A <eos> $B <eos>", unk_token="<unk>", pad_token="<pad>",
+                   bos_token="<bos>", eos_token="<eos>", cls_token="<bos>", sep_token="<eos>", mask_token="<mask>")
 
 
 def save_checkpoint(model: Any, tokenizer: Any, out: Path) -> Path:
@@ -125,10 +111,8 @@ def train_unigram(corpus: Path, vocab_size: int = 1200) -> Any:
         models,
         normalizers,
         pre_tokenizers,
-        processors,
         trainers,
     )
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.NFKC()
@@ -139,20 +123,8 @@ def train_unigram(corpus: Path, vocab_size: int = 1200) -> Any:
     )
     tok.train_from_iterator(_lines(corpus), trainer)
     tok.add_special_tokens([AddedToken("<mask>", special=True, lstrip=True)])
-    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        cls_token="<s>",
-        sep_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-    )
+    return _framed(tok, "<s>", "</s>", "<s> $A </s> </s> $B </s>", bos_token="<s>", eos_token="</s>",
+                   cls_token="<s>", sep_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
 
 
 def pad_unigram(tokenizer: Any, size: int) -> Any:

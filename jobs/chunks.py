@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyglot_onnx.jobs.inputs import clean_id, clean_text, read_blocks
+from polyglot_onnx.jobs.inputs import clean_row, read_blocks
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class Position:
 
 @dataclass
 class Chunk:
-    """One future shard: row ids, usable texts (None for bad rows) and the bad rows' reasons."""
+    """One future shard: row ids, usable texts (None for bad rows), the bad rows' reasons, and where each
+    row is in the input (file, 1-based line for JSONL and text, 1-based data row for CSV and Parquet)."""
 
     index: int
     first_row: int
@@ -34,23 +35,27 @@ class Chunk:
     texts: list[str | None] = field(default_factory=list)
     reasons: list[str | None] = field(default_factory=list)
     end: Position = Position()
+    places: list[tuple[str, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, value: Any, ident: Any, row: int, user_ids: bool) -> None:
+    def add(self, value: Any, ident: Any, row: int, user_ids: bool, place: tuple[str, int]) -> None:
         """Row numbers are the ids unless the input has an id column; a null id makes the row bad."""
-        text, reason = clean_text(value)
-        if user_ids:
-            ident = clean_id(ident)
-            if ident is None and reason is None:
-                reason = "missing id"
+        text, ident, reason = clean_row(value, ident, user_ids)
         self.ids.append(ident if user_ids else row)
         self.texts.append(text if reason is None else None)
         self.reasons.append(reason)
+        self.places.append(place)
 
     def rows(self) -> range:
         return range(self.first_row, self.first_row + len(self))
+
+    def bad_rows(self) -> list[dict[str, Any]]:
+        """The errors-file records of this chunk: enough to find each bad row in the input and fix it."""
+        return [{"row": self.first_row + i, "file": file, "line": line, "id": self.ids[i], "reason": reason}
+                for i, (reason, (file, line)) in enumerate(zip(self.reasons, self.places, strict=True))
+                if reason is not None]
 
 
 def iter_chunks(paths: list[Path], fmt: str, text_column: str, id_column: str | None, shard_size: int,
@@ -61,10 +66,11 @@ def iter_chunks(paths: list[Path], fmt: str, text_column: str, id_column: str | 
     for file_index in range(start.file_index, len(paths)):
         skip = start.row_in_file if file_index == start.file_index else 0
         in_file = skip
+        name = str(paths[file_index])
         for block in read_blocks(paths[file_index], fmt, text_column, id_column, shard_size, skip):
             ids = block.ids if block.ids is not None else [None] * len(block.values)
             for value, ident in zip(block.values, ids):
-                chunk.add(value, ident, row, id_column is not None)
+                chunk.add(value, ident, row, id_column is not None, (name, in_file + 1))
                 row += 1
                 in_file += 1
                 if len(chunk) == shard_size:

@@ -27,6 +27,15 @@ EXTENSIONS = {
 }
 FINGERPRINT_BYTES = 64 * 1024  # hashed from the head and from the tail of each file
 
+# What parsing or cleaning ONE row can raise; each is a property of that row's bytes, so it becomes that
+# row's error instead of stopping the job (on every rerun, since the row never changes):
+#   ValueError     -- json.loads of an integer over sys.get_int_max_str_digits() (4,300) digits, and the
+#                     UnicodeError / JSONDecodeError subclasses; str() of such an integer;
+#   RecursionError -- json.loads / json.dumps of nesting deeper than the interpreter's recursion limit;
+#   TypeError      -- json.dumps of an id whose Parquet list / struct holds bytes, dates or decimals.
+# Anything else (OSError, MemoryError, a block pyarrow cannot read) is not one row's fault: it still stops the job.
+ROW_ERRORS = (ValueError, RecursionError, TypeError)
+
 
 class BadJson:
     """A JSONL line that is not a JSON object; carried as a row value so it becomes an error row."""
@@ -148,7 +157,7 @@ def _jsonl_blocks(path: Path, text_column: str, id_column: str | None, block_row
 
 
 def parse_json_line(line: bytes | str, text_column: str, id_column: str | None) -> tuple[Any, Any]:
-    """One JSONL line -> (text value, id value); a broken line becomes a BadJson value."""
+    """One JSONL line -> (text value, id value); a broken line becomes a BadJson value, never an exception."""
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
@@ -160,6 +169,10 @@ def parse_json_line(line: bytes | str, text_column: str, id_column: str | None) 
         record = json.loads(line)
     except json.JSONDecodeError as err:
         return BadJson(f"invalid JSON ({err.msg} at column {err.colno})"), None
+    except RecursionError:  # e.g. 100,000 nested brackets: the C scanner recurses once per level
+        return BadJson("invalid JSON (nested deeper than Python's recursion limit)"), None
+    except ValueError as err:  # e.g. a 5,000-digit integer: over sys.get_int_max_str_digits()
+        return BadJson(f"invalid JSON ({row_error(err)})"), None
     if not isinstance(record, dict):
         return BadJson(f"line is a JSON {type(record).__name__}, not an object"), None
     return record.get(text_column), record.get(id_column) if id_column else None
@@ -182,7 +195,7 @@ def check_columns(paths: list[Path], fmt: str, text_column: str, id_column: str 
         with open(paths[0], "rb") as f:
             try:
                 first = json.loads(f.readline() or b"{}")
-            except ValueError:
+            except ROW_ERRORS:  # a poison first line is that row's error, not a wrong option
                 return
         if isinstance(first, dict) and first and text_column not in first:
             raise InputError(f"the first line of {paths[0].name} has no key {text_column!r} (it has "
@@ -245,6 +258,31 @@ def _rebatch(batches: Iterator[Any], text_column: str, id_column: str | None, bl
         yield Block(values, ids if id_column else None)
 
 
+def row_error(err: BaseException) -> str:
+    """A row's exception as a short reason: its first clause (Python's int-limit message goes on to
+    suggest sys.set_int_max_str_digits(), which is no fix for a corpus job)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(";")[0][:200]
+
+
+def clean_row(value: Any, ident: Any, user_ids: bool) -> tuple[str | None, Any, str | None]:
+    """(text, id, reason) of one row, reason None for a usable one. Whatever one row's values raise
+    (ROW_ERRORS) becomes its reason: no value can stop the job."""
+    try:
+        text, reason = clean_text(value)
+    except ROW_ERRORS as err:
+        text, reason = None, f"unusable text ({row_error(err)})"
+    if not user_ids:
+        return text, None, reason
+    try:
+        ident = clean_id(ident)
+    except ROW_ERRORS as err:
+        return None, None, reason or f"unusable id ({row_error(err)})"
+    if ident is None and reason is None:
+        reason = "missing id"
+    return text, ident, reason
+
+
 def clean_text(value: Any) -> tuple[str | None, str | None]:
     """(text, None) for a usable row, (None, reason) for a bad one."""
     if isinstance(value, BadJson):
@@ -268,11 +306,18 @@ def clean_text(value: Any) -> tuple[str | None, str | None]:
 
 
 def clean_id(value: Any) -> str | None:
-    """User ids are stored as strings, so every shard has one schema whatever each file's type was."""
+    """User ids are stored as strings, so every shard has one schema whatever each file's type was.
+    Raises one of ROW_ERRORS for an id that cannot be one (clean_row makes it the row's reason)."""
     if value is None:
         return None
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", errors="replace")
     if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False)
-    return value if isinstance(value, str) else str(value)
+        value = json.dumps(value, ensure_ascii=False)
+    elif not isinstance(value, str):
+        value = str(value)
+    try:
+        value.encode("utf-8")  # Arrow strings are UTF-8: a lone surrogate would fail the whole shard
+    except UnicodeEncodeError as err:
+        raise ValueError("lone surrogate, not UTF-8 text") from err
+    return value

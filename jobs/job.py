@@ -1,16 +1,19 @@
 """``embed_corpus``: plan the job (or check it is the same job), then run an engine and commit its shards.
 
 Engines only turn chunks into vectors. Everything that makes the output exactly-once is here and in
-shards.py and runs in this process: the fixed chunk boundaries, the int8 calibration, the commit of
-each shard in order, and the final counts, read back from the committed shards themselves.
+ledger.py and runs in this process: the fixed chunk boundaries, the int8 calibration, the verification
+of committed shards on every start (damaged ones are redone, by the local encoder, whatever the engine),
+the commit of each shard, and the final counts, summed from the verified shards' own records.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,10 @@ from polyglot_onnx.jobs.chunks import Chunk, Position, iter_chunks
 from polyglot_onnx.jobs.codecs import Codec, calibrate
 from polyglot_onnx.jobs.encode import ChunkEncoder, Encoded, vector_width
 from polyglot_onnx.jobs.inputs import check_columns, count_rows, detect_format, fingerprint, resolve_inputs
+from polyglot_onnx.jobs.ledger import ShardInfo, commit_shard, gaps, verify_shards
 from polyglot_onnx.jobs.options import JobOptions
 from polyglot_onnx.jobs.progress import JobProgress
-from polyglot_onnx.jobs.shards import build_table, commit_shard, committed_shards, merge_errors, schema
+from polyglot_onnx.jobs.shards import build_table, merge_errors, schema
 
 
 @dataclass
@@ -38,8 +42,9 @@ class Plan:
     fmt: str
     embedder: Any
     run: dict[str, Any]
-    start: Position
-    done: int
+    start: Position  # where the input stands after the last verified shard
+    shards: dict[int, ShardInfo]  # verified shards by index; commits add to it
+    redo: list[tuple[Position, int]]  # runs of deleted (damaged) shards before ``start``: (start, chunks)
     codec: Codec | None = None
     lock: Any = None  # the open lock file: held while this process runs the job
 
@@ -109,6 +114,7 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
         "options": compared,
         "inputs": {"format": fmt, "files": files},
         "fingerprint": runfile.fingerprints(manifest_sha256, compared, files),
+        "run_id": uuid.uuid4().hex,  # names this output's shards: a shard of another run is never trusted
         "codec": None,
         "columns": None,
         "counts": None,
@@ -125,19 +131,33 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
     else:
         runfile.check_same_job(previous, run, out)
         run["codec"], run["sessions"] = previous.get("codec"), previous.get("sessions", [])
+        # A run started before shards had ledger entries gets a new id: its unverifiable shards are redone.
+        run["run_id"] = previous.get("run_id", run["run_id"])
         if previous.get("status") == "complete":
             run = previous
     lock = _lock(out)
     try:
-        done = committed_shards(out)  # also deletes the temporary files of a run killed mid-write
-        start = done[-1].end if done else Position()
+        shards, redo, start = _verified(out, run)
         codec = Codec.from_metadata(run["codec"]) if run["codec"] else None
         if run["status"] != "complete":
             runfile.write_run(out, run)
     except BaseException:
         lock.close()
         raise
-    return Plan(Path(package), out, options, paths, fmt, embedder, run, start, len(done), codec, lock=lock)
+    return Plan(Path(package), out, options, paths, fmt, embedder, run, start, shards, redo, codec, lock=lock)
+
+
+def _verified(out: Path, run: dict[str, Any]) -> tuple[dict[int, ShardInfo], list[tuple[Position, int]], Position]:
+    """Verify every committed shard (hashing it), even of a finished run: one found damaged is deleted, the
+    run is marked running again, and its rows are redone. A run finished by a version without ledger
+    entries (no run_id) is left as it is: there is nothing to verify it against."""
+    if run["status"] == "complete" and "run_id" not in run:
+        return {}, [], Position()
+    shards = verify_shards(out, run)  # also deletes the temporary files of a run killed mid-write
+    if run["status"] == "complete" and len(shards) != run["counts"]["shards"]:
+        run["status"] = "running"
+    redo, start = gaps(shards)
+    return shards, redo, start
 
 
 class Committer:
@@ -164,35 +184,48 @@ class Committer:
 
     def commit(self, chunk: Chunk, encoded: Encoded) -> None:
         plan = self.plan
-        bad = [(row, reason) for row, reason in zip(chunk.rows(), chunk.reasons) if reason is not None]
+        bad = chunk.bad_rows()
         if bad and plan.options.fail_on_error:
-            row, reason = bad[0]
-            raise JobError(f"row {row} of the input is bad ({reason}) and --fail-on-error is set: fix the input, "
-                           "or drop --fail-on-error to log bad rows to _errors.jsonl")
+            first = bad[0]
+            raise JobError(f"row {first['row']} of the input is bad ({first['reason']}) at {Path(first['file']).name} "
+                           f"line {first['line']} and --fail-on-error is set: fix the input, or drop --fail-on-error "
+                           "to log bad rows to _errors.jsonl")
         if plan.codec is None:
             plan.codec = self._calibrate(encoded)
         meta = {
             "run": plan.run["fingerprint"],
+            "run_id": plan.run["run_id"],
             "codec": plan.codec.metadata(),
             "shard": {"index": chunk.index, "first_row": chunk.first_row, "rows": len(chunk),
                       "embedded": len(chunk) - len(bad), "errors": len(bad), "tokens": int(encoded.n_tokens.sum()),
                       "truncated": int(encoded.truncated.sum()), "end": chunk.end.__dict__},
         }
         table = build_table(chunk, encoded, plan.codec, plan.options.output, plan.user_ids, meta)
-        commit_shard(plan.out_dir, chunk, table)
+        plan.shards[chunk.index] = commit_shard(plan.out_dir, chunk, table, plan.run)
         self.committed += 1
         self.rows += len(chunk)
 
 
-def encode_chunks(plan: Plan, progress: JobProgress) -> Iterator[tuple[Chunk, Encoded]]:
-    """The local engine: stream chunks from the input and encode each in this process."""
+def encode_chunks(plan: Plan, progress: JobProgress, start: Position | None = None, count: int | None = None
+                  ) -> Iterator[tuple[Chunk, Encoded]]:
+    """The local engine: stream ``count`` chunks (default: all) from ``start`` (default: after the last
+    verified shard) and encode each in this process."""
     encoder = ChunkEncoder(plan.embedder, plan.options)
     o = plan.options
-    for chunk in iter_chunks(plan.paths, plan.fmt, o.text_column, o.id_column, o.shard_size, plan.start):
+    chunks = iter_chunks(plan.paths, plan.fmt, o.text_column, o.id_column, o.shard_size,
+                         plan.start if start is None else start)
+    for chunk in islice(chunks, count):
         texts = [t for t in chunk.texts if t is not None]
         encoded = encoder.encode(texts, on_batch=progress.update)
         progress.update(len(chunk) - len(texts), 0)  # bad rows count as done
         yield chunk, encoded
+
+
+def redo_chunks(plan: Plan, progress: JobProgress) -> Iterator[tuple[Chunk, Encoded]]:
+    """The chunks of shards deleted as damaged, re-read from where the verified shard before each run of
+    them ended, and encoded in this process whatever the engine (damage is rare; Ray resumes at the end)."""
+    for start, count in plan.redo:
+        yield from encode_chunks(plan, progress, start, count)
 
 
 def run_job(plan: Plan) -> dict[str, Any]:
@@ -207,24 +240,29 @@ def _run(plan: Plan) -> dict[str, Any]:
     started = time.time()
     total = count_rows(plan.paths, plan.fmt)
     enabled = None if plan.options.show_progress else False
-    progress = JobProgress(total, initial=plan.start.global_row, enabled=enabled)
+    progress = JobProgress(total, initial=sum(s.rows for s in plan.shards.values()), enabled=enabled)
     committer = Committer(plan, progress)
     try:
         if plan.options.engine == "ray":
             from polyglot_onnx.jobs.ray_engine import ray_chunks
 
-            pairs = ray_chunks(plan, progress)
+            rest = ray_chunks(plan, progress)
         else:
-            pairs = encode_chunks(plan, progress)
-        for chunk, encoded in pairs:
-            committer.commit(chunk, encoded)
+            rest = encode_chunks(plan, progress)
+        for pairs in (redo_chunks(plan, progress), rest):
+            for chunk, encoded in pairs:
+                committer.commit(chunk, encoded)
     finally:
         progress.close()
     return finish(plan, started, committer)
 
 
 def finish(plan: Plan, started: float, committer: Committer) -> dict[str, Any]:
-    shards = committed_shards(plan.out_dir)
+    shards = [plan.shards[k] for k in sorted(plan.shards)]
+    if [s.index for s in shards] != list(range(len(shards))):
+        missing = min(set(range(max(plan.shards) + 1)) - set(plan.shards))
+        raise JobError(f"{plan.out_dir}: shard {missing} is missing after the run: the output was edited while the "
+                       "job ran; rerun the same command to redo it")
     if plan.codec is None:  # an empty input: still a valid, complete run
         plan.codec = calibrate(plan.options.dtype, plan.width, np.zeros((0, 1)))
         plan.run["codec"] = plan.codec.metadata()

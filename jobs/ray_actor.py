@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx.jobs.encode import ChunkEncoder, vector_width
-from polyglot_onnx.jobs.inputs import clean_id, clean_text, parse_json_line
+from polyglot_onnx.jobs.inputs import clean_row, parse_json_line
 
 try:  # Ray is an optional extra; this module is only imported by the Ray engine and its workers.
     from ray.data.datasource import FileBasedDatasource
@@ -80,10 +80,7 @@ class EmbedActor:
         values, ids = raw_values(batch, self.fmt, o.text_column, o.id_column)
         texts, reasons, out_ids = [], [], []
         for k, value in enumerate(values):
-            text, reason = clean_text(value)
-            ident = clean_id(ids[k]) if ids is not None else None
-            if ids is not None and ident is None and reason is None:
-                reason = "missing id"
+            text, ident, reason = clean_row(value, ids[k] if ids is not None else None, ids is not None)
             texts.append(text if reason is None else None)
             reasons.append(reason)
             out_ids.append(ident)

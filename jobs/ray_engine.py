@@ -126,17 +126,20 @@ class Assembler:
         paths = table.column("path").to_pylist()
         in_file = self.position.row_in_file
         file_index = self.position.file_index
+        places = []  # (file, 1-based line or row in file) of each row, as the local engine records them
         for path in paths:
             index = self._file(path)
             if index != file_index:
                 file_index, in_file = index, 0
             in_file += 1
+            places.append((str(self.plan.paths[file_index]), in_file))
         self.position = Position(file_index, in_file, first + table.num_rows)
         reasons = table.column("reason").to_pylist()
         user_ids = self.plan.options.id_column is not None
         ids = table.column("id").to_pylist() if user_ids else list(range(first, first + table.num_rows))
         chunk = Chunk(index=first // self.plan.options.shard_size, first_row=first, ids=ids,
-                      texts=["" if r is None else None for r in reasons], reasons=reasons, end=self.position)
+                      texts=["" if r is None else None for r in reasons], reasons=reasons, end=self.position,
+                      places=places)
         good = np.array([r is None for r in reasons], dtype=bool)
         return chunk, self._encoded(table, good)
 

@@ -1,10 +1,8 @@
-"""Parquet shards: their schema, their atomic commit, and the job's state read back from them.
+"""Parquet shards: their schema, their table, and the atomic write every file of the job goes through.
 
-The committed shard files are the ledger. Shard k is written to a temporary name, fsynced, then
-renamed to ``part-0000k.parquet`` and the directory fsynced; its footer records the rows it covers and
-where the input stands after it. A file under the final name is therefore complete, and the next run
-resumes after the last one. A crash can leave only a temporary file, which the next run deletes.
-Bad rows go to ``_errors/part-0000k.jsonl``, committed the same way just before the shard itself.
+Shard k is written to a temporary name, fsynced, then renamed to ``part-0000k.parquet`` and the
+directory fsynced; its footer records the run, the rows it covers and where the input stands after it.
+What makes it committed, and how a resume verifies it, is in ledger.py.
 """
 
 from __future__ import annotations
@@ -13,14 +11,12 @@ import json
 import os
 import signal
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from polyglot_onnx.errors import JobError
-from polyglot_onnx.jobs.chunks import Chunk, Position
+from polyglot_onnx.jobs.chunks import Chunk
 from polyglot_onnx.jobs.codecs import Codec
 from polyglot_onnx.jobs.encode import Encoded
 
@@ -94,7 +90,7 @@ def _nested_vectors(per_row: list[np.ndarray], codec: Codec, vector_type: Any) -
     return pa.ListArray.from_arrays(offsets, inner, type=vector_type)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -111,51 +107,7 @@ def write_atomic(path: Path, write: Any) -> None:
         os.fsync(f.fileno())
     crash_point("before_rename")
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def commit_shard(out_dir: Path, chunk: Chunk, table: Any) -> None:
-    """Errors first, then the shard: a committed shard always has its errors file beside it."""
-    import pyarrow.parquet as pq
-
-    bad = [{"row": row, "id": ident, "reason": reason}
-           for row, ident, reason in zip(chunk.rows(), chunk.ids, chunk.reasons) if reason is not None]
-    if bad:
-        (out_dir / ERRORS_DIR).mkdir(exist_ok=True)
-        lines = "".join(json.dumps(b, ensure_ascii=False) + "\n" for b in bad).encode()
-        write_atomic(out_dir / ERRORS_DIR / f"part-{chunk.index:05d}.jsonl", lambda f: f.write(lines))
-        crash_point("after_errors")
-    write_atomic(out_dir / shard_name(chunk.index), lambda f: pq.write_table(table, f))
-    crash_point("after_commit")
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    index: int
-    meta: dict[str, Any]
-
-    @property
-    def end(self) -> Position:
-        return Position(**self.meta["shard"]["end"])
-
-
-def committed_shards(out_dir: Path) -> list[ShardInfo]:
-    """Shards 0..k-1 as committed; stray temporary files from a crash are removed."""
-    import pyarrow.parquet as pq
-
-    for stray in list(out_dir.glob(".*.tmp-*")) + list(out_dir.glob(f"{ERRORS_DIR}/.*.tmp-*")):
-        stray.unlink()
-    names = sorted(p.name for p in out_dir.glob("part-*.parquet"))
-    shards = []
-    for expected, name in enumerate(names):
-        if name != shard_name(expected):
-            raise JobError(f"{out_dir} has {name} but no {shard_name(expected)}: the output was edited by hand; "
-                           "use a new --out")
-        meta = pq.read_schema(out_dir / name).metadata or {}
-        if META_KEY not in meta:
-            raise JobError(f"{out_dir / name} was not written by embed-corpus: use a new --out")
-        shards.append(ShardInfo(expected, json.loads(meta[META_KEY])))
-    return shards
+    fsync_dir(path.parent)
 
 
 def merge_errors(out_dir: Path) -> int:

@@ -13,15 +13,18 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from polyglot_onnx.errors import PackageError
-from polyglot_onnx.manifest_schema import build, check_size, json_type, malformed, parse_limited
+from polyglot_onnx.manifest_schema import MAX_MANIFEST_BYTES, build, check_size, json_type, malformed, parse_limited
 from polyglot_onnx.package_files import PackageFile, check_file, path_problem, read_file
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
+# tokenizer.json is read whole and parsed in memory, and the manifest records no size for it: the
+# largest of a supported model (Gemma's 256k-piece vocabulary, mmBERT) is about 33 MB, so 4x that.
+MAX_TOKENIZER_BYTES = 128 * 1024 * 1024
 
 # Graph interface names, shared by the exporter that writes them and the runtime that feeds them.
 INPUT_IDS = "input_ids"
@@ -135,6 +138,7 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     tokenizer_sha256: str = ""
     canary: FileEntry | None = None  # fp32 reference outputs for the deployment self-check (runtime/canary.py)
+    tokenizer_size: int | None = None  # bytes of tokenizer.json, checked before it is read (None: older packages)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -152,7 +156,10 @@ class Manifest:
     def package_files(self, variant: Variant) -> list[PackageFile]:
         """Every file loading ``variant`` reads: its graph files, the tokenizer, the canary references."""
         files = [entry.package_file(f"variants.{variant.name}.files[{i}]") for i, entry in enumerate(variant.files)]
-        files.append(PackageFile("tokenizer.file", self.tokenizer.file, self.tokenizer_sha256))
+        files.append(
+            PackageFile("tokenizer.file", self.tokenizer.file, self.tokenizer_sha256, size=self.tokenizer_size,
+                        max_size=MAX_TOKENIZER_BYTES)
+        )
         if self.canary is not None:
             files.append(self.canary.package_file("canary"))
         return files
@@ -212,15 +219,19 @@ def check_values(m: Manifest) -> None:
             _check_drift(variant.validation.get(key), f"{where}.validation.{key}")
     if m.canary is not None:
         _check_entry(m.canary, "manifest.canary")
+    problem = path_problem(m.tokenizer.file)
+    if problem:
+        raise malformed("manifest.tokenizer.file", problem)
+    for variant in m.variants.values():
+        _check_listed_once(m, variant)
     for name in ("inputs", "outputs"):
         names = getattr(m, name)
         if not names or len(set(names)) != len(names):
             raise malformed(f"manifest.{name}", "must list each graph name once")
-    problem = path_problem(m.tokenizer.file)
-    if problem:
-        raise malformed("manifest.tokenizer.file", problem)
     if m.tokenizer_sha256 and not SHA256_HEX.fullmatch(m.tokenizer_sha256):
         raise malformed("manifest.tokenizer_sha256", "is not a sha256 hex digest")
+    if m.tokenizer_size is not None and not 0 < m.tokenizer_size <= MAX_TOKENIZER_BYTES:
+        raise malformed("manifest.tokenizer_size", f"must be from 1 to {MAX_TOKENIZER_BYTES} bytes, not {m.tokenizer_size}")
     positive = {
         "model.hidden_size": m.model.hidden_size,
         "model.vocab_size": m.model.vocab_size,
@@ -245,6 +256,24 @@ def _check_drift(drift: Any, where: str) -> None:
     for key in ("machine", "overall", "corpus", "gate"):
         if drift.get(key) is not None and not isinstance(drift[key], dict):
             raise malformed(f"{where}.{key}", f"must be an object, not {json_type(drift[key])}")
+
+
+def _same_file_key(path: str) -> str:
+    """One spelling per file: './a', 'a//b', 'a\\b' (a separator on Windows) name what 'a', 'a/b' name."""
+    return PurePosixPath(path.replace("\\", "/")).as_posix()
+
+
+def _check_listed_once(m: Manifest, variant: Variant) -> None:
+    """Every file loading ``variant`` reads, listed once: a repeated entry would be checked and hashed
+    again (10,000 copies of one entry, 10,000 hashes), and is never what the exporter writes."""
+    first: dict[str, str] = {}
+    for entry in m.package_files(variant):
+        where = f"manifest.{entry.label}"
+        earlier = first.setdefault(_same_file_key(entry.path), where)
+        if earlier != where:
+            raise malformed(
+                where, f"({_short(entry.path)}) is already listed as {earlier}: a package lists each file once"
+            )
 
 
 def _check_entry(entry: FileEntry, where: str) -> None:
@@ -283,7 +312,8 @@ def read_manifest(directory: str | os.PathLike[str]) -> Manifest:
     entry = PackageFile(MANIFEST_NAME, MANIFEST_NAME)
     path = check_file(root, entry, verify=False)
     check_size(path.stat().st_size, MANIFEST_NAME)  # before reading it
-    return Manifest.from_dict(parse_limited(read_file(root, entry, verify=False), MANIFEST_NAME))
+    raw = read_file(root, PackageFile(MANIFEST_NAME, MANIFEST_NAME, max_size=MAX_MANIFEST_BYTES), verify=False)
+    return Manifest.from_dict(parse_limited(raw, MANIFEST_NAME))
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -4,14 +4,19 @@ A package is a trust boundary: its manifest names files, and a hostile or carele
 name ``../x``, ``/etc/passwd`` or a symlink out. Every file any stage reads from a package goes
 through ``check_file`` or ``read_file`` here, which (1) refuse a path that leaves the directory
 after following symlinks, before touching it, so a refusal says nothing about what lies outside,
-(2) accept only regular files (a FIFO would block, a device never ends), and (3) under ``verify``
-compare size and sha256 with the manifest, refusing a file the manifest records no hash for.
+(2) accept only regular files (a FIFO would block, a device never ends), (3) compare the size on
+disk with the manifest (under ``verify``) and with the file's own limit (always) before reading or
+hashing a byte, and (4) under ``verify`` compare the sha256, refusing a file the manifest records no
+hash for. ``check_distinct`` refuses two entries that are one file (a symlink or hard link), so a
+package cannot make one large file be hashed thousands of times.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -28,6 +33,7 @@ class PackageFile:
     path: str
     sha256: str = ""  # "" when the manifest records none: refused under verify
     size: int | None = None
+    max_size: int | None = None  # refused above this whatever ``verify`` says: a file read whole into memory
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -79,8 +85,8 @@ def _unreadable(entry: PackageFile, err: OSError) -> PackageError:
     return PackageError(f"package file {entry.path} cannot be read ({reason}): check its permissions and owner")
 
 
-def check_file(root: Path, entry: PackageFile, verify: bool) -> Path:
-    """The confined, regular file ``entry`` names; under ``verify`` its size and sha256 match the manifest."""
+def _regular_file(root: Path, entry: PackageFile) -> tuple[Path, os.stat_result]:
+    """The confined path of ``entry`` and its stat, refused unless it is a regular file."""
     path = confined_path(root, entry.path, entry.label)
     try:
         info = path.stat()
@@ -90,6 +96,28 @@ def check_file(root: Path, entry: PackageFile, verify: bool) -> Path:
         raise _unreadable(entry, err) from err
     if not stat.S_ISREG(info.st_mode):
         raise PackageError(f"package file {entry.path} is not a regular file: re-export the package")
+    return path, info
+
+
+def check_distinct(root: Path, entries: Iterable[PackageFile]) -> None:
+    """Refuse two entries that are one file on disk (same device and inode: a symlink, a hard link, or
+    a spelling the manifest check could not see), before anything is hashed."""
+    seen: dict[tuple[int, int], PackageFile] = {}
+    for entry in entries:
+        _, info = _regular_file(root, entry)
+        first = seen.setdefault((info.st_dev, info.st_ino), entry)
+        if first is not entry:
+            raise PackageError(
+                f"manifest entries {first.label} ({_short(first.path)}) and {entry.label} ({_short(entry.path)}) "
+                "are the same file: a package lists each file once; re-export or re-download the package"
+            )
+
+
+def check_file(root: Path, entry: PackageFile, verify: bool) -> Path:
+    """The confined, regular file ``entry`` names, its size checked before any byte is read; under
+    ``verify`` its size and sha256 match the manifest."""
+    path, info = _regular_file(root, entry)
+    _check_limit(entry, info.st_size)
     if verify:
         _require_hash(entry)
         _check_size(entry, info.st_size)
@@ -105,14 +133,23 @@ def check_file(root: Path, entry: PackageFile, verify: bool) -> Path:
 
 
 def read_file(root: Path, entry: PackageFile, verify: bool) -> bytes:
-    """The bytes of ``entry``, read once and hashed from those same bytes (no check-then-reopen gap)."""
-    path = check_file(root, entry, verify=False)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise _unreadable(entry, err) from err
+    """The bytes of ``entry``, read once and hashed from those same bytes (no check-then-reopen gap).
+
+    Sizes are checked on the stat before reading, and the read stops one byte past the size allowed,
+    so a file that grows in between still costs no more memory than its manifest size or limit."""
+    path, info = _regular_file(root, entry)
+    _check_limit(entry, info.st_size)
     if verify:
         _require_hash(entry)
+        _check_size(entry, info.st_size)
+    allowed = [n for n in (entry.max_size, entry.size if verify else None) if n is not None]
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(min(allowed) + 1) if allowed else fh.read()
+    except OSError as err:
+        raise _unreadable(entry, err) from err
+    _check_limit(entry, len(data))
+    if verify:
         _check_size(entry, len(data))
         _check_digest(entry, hashlib.sha256(data).hexdigest())
     return data
@@ -123,6 +160,14 @@ def _require_hash(entry: PackageFile) -> None:
         raise PackageError(
             f"manifest.json records no sha256 for {entry.path} ({entry.label}), so it cannot be verified: "
             "re-export the package with this polyglot-onnx, or load with verify=False if you trust its files"
+        )
+
+
+def _check_limit(entry: PackageFile, size: int) -> None:
+    if entry.max_size is not None and size > entry.max_size:
+        raise PackageError(
+            f"package file {entry.path} ({entry.label}) is larger than its limit of {entry.max_size // (1 << 20)} MiB, "
+            "so it is not read: re-export or re-download the package"
         )
 
 

@@ -15,6 +15,7 @@ polyglot-onnx with a different built-in canary set still checks the texts the pa
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import warnings
@@ -169,26 +170,57 @@ def read_safetensors(raw: bytes, name: str = CANARY_FILE) -> tuple[dict[str, np.
         raise PackageError(f"{bad} (header size {size}): {hint}")
     try:
         header = json.loads(raw[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise PackageError(f"{bad} (header is not JSON): {hint}") from err
     if not isinstance(header, dict):
         raise PackageError(f"{bad} (header is not an object): {hint}")
     body = memoryview(raw)[8 + size :]
     meta = header.pop("__metadata__", {}) or {}
     tensors = {}
-    for name, spec in header.items():
+    for tensor, spec in header.items():
         try:
             dtype = DTYPES[spec["dtype"]]
-            shape = tuple(int(d) for d in spec["shape"])
-            start, end = (int(x) for x in spec["data_offsets"])
+            shape, (start, end) = _ints(spec["shape"]), _ints(spec["data_offsets"])
         except (KeyError, TypeError, ValueError) as err:
-            raise PackageError(f"{bad} (tensor {name!r}: {type(err).__name__}): {hint}") from err
-        if not 0 <= start <= end <= len(body) or end - start != int(np.prod(shape)) * dtype.itemsize:
-            raise PackageError(f"{bad} (tensor {name!r} has inconsistent offsets): {hint}")
-        tensors[name] = np.frombuffer(body[start:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+            raise PackageError(f"{bad} (tensor {tensor!r}: {type(err).__name__}): {hint}") from err
+        if len(shape) > 4 or any(not 0 <= d < 1 << 31 for d in shape):
+            raise PackageError(f"{bad} (tensor {tensor!r} has shape {_brief(shape)}): {hint}")
+        # math.prod on Python ints: exact, where np.prod wraps around for dimensions like 2**40
+        if not 0 <= start <= end <= len(body) or end - start != math.prod(shape) * dtype.itemsize:
+            raise PackageError(f"{bad} (tensor {tensor!r} has inconsistent offsets): {hint}")
+        tensors[tensor] = np.frombuffer(body[start:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise PackageError(f"{bad} (metadata must map names to strings): {hint}")
     return tensors, meta
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    """A JSON list of integers (not floats, strings or booleans, which int() would quietly accept)."""
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise TypeError("not a list of integers")
+    return tuple(value)
+
+
+def _brief(shape: tuple[int, ...]) -> str:
+    text = str(list(shape))
+    return text if len(text) <= 60 else text[:60] + "...]"
+
+
+def _check_shapes(outputs: CanaryOutputs, mask_at: list[int], texts: int, width: int) -> None:
+    """Every row a text, every width the package's: verify indexes them per text and per top-k rank, so a
+    file that passed the byte checks but not these would fail there as an IndexError."""
+    if texts == 0:
+        raise ValueError("it holds no texts")
+    if outputs.sentence.shape != (texts, width):
+        raise ValueError(f"sentence is {_brief(outputs.sentence.shape)}, expected [{texts}, {width}]")
+    if outputs.top_ids is None or outputs.top_probs is None:
+        return
+    if outputs.top_ids.ndim != 2 or outputs.top_ids.shape[0] != texts or not outputs.top_ids.shape[1]:
+        raise ValueError(f"mask_top_ids is {_brief(outputs.top_ids.shape)}, expected [{texts}, k]")
+    if outputs.top_probs.shape != outputs.top_ids.shape:
+        raise ValueError(f"mask_top_probs is {_brief(outputs.top_probs.shape)}, not mask_top_ids' shape")
+    if len(mask_at) != texts:
+        raise ValueError(f"mask_at has {len(mask_at)} entries for {texts} texts")
 
 
 def read_canary(package: Any) -> CanaryReference:
@@ -199,17 +231,19 @@ def read_canary(package: Any) -> CanaryReference:
         if meta.get("format") != FORMAT:
             raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
         texts = [CanaryText(t["text"], t["language"], t["script"]) for t in json.loads(meta["texts"])]
+        if not all(isinstance(v, str) for t in texts for v in (t.text, t.language, t.script)):
+            raise ValueError("a text, language or script is not a string")
         has_mask = "mask_top_ids" in tensors
         outputs = CanaryOutputs(
             sentence=tensors["sentence"].astype(np.float32),
             nonfinite=np.zeros(len(texts), np.int64),
-            top_ids=tensors["mask_top_ids"] if has_mask else None,
+            top_ids=tensors["mask_top_ids"].astype(np.int64) if has_mask else None,
             top_probs=tensors["mask_top_probs"].astype(np.float32) if has_mask else None,
         )
-        mask_at = [int(m) for m in tensors["mask_at"]] if has_mask else []
-        if outputs.sentence.shape[0] != len(texts) or (has_mask and len(mask_at) != len(texts)):
-            raise ValueError("tensor rows do not match the texts")
-    except (KeyError, TypeError, ValueError) as err:
+        mask_at = [int(m) for m in tensors["mask_at"].reshape(-1)] if has_mask else []
+        model = package.manifest.model
+        _check_shapes(outputs, mask_at, len(texts), model.embedding_dim or model.hidden_size)
+    except (KeyError, TypeError, ValueError, RecursionError) as err:
         raise PackageError(
             f"{entry.path} is not a valid canary file ({err}): recreate it with "
             "'polyglot-onnx quantize DIR --canary-only'"

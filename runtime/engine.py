@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx import manifest as mf
-from polyglot_onnx.errors import NonFiniteOutputError, PackageError, PolyglotError, first_line
+from polyglot_onnx.errors import InputError, NonFiniteOutputError, PackageError, PolyglotError, first_line
 from polyglot_onnx.graph_feeds import graph_feeds
 from polyglot_onnx.runtime.cpu import detect_cpu, warn_if_foreign_evidence
 from polyglot_onnx.runtime.package import OpenedPackage, open_package
@@ -181,6 +181,42 @@ def check_interface(session: Any, package: OpenedPackage) -> None:
             )
 
 
+def check_widths(session: Any, package: OpenedPackage) -> None:
+    """The vector widths the manifest states are the graph's, where the graph fixes them: callers size
+    their arrays by the manifest, so a mismatch would otherwise surface as a ValueError at the first encode."""
+    model = package.manifest.model
+    expected = {
+        mf.TOKEN_EMBEDDINGS: ("model.hidden_size", model.hidden_size),
+        mf.CLS_EMBEDDING: ("model.hidden_size", model.hidden_size),
+        mf.SENTENCE_EMBEDDING: ("model.embedding_dim", model.embedding_dim)
+        if model.embedding_dim
+        else ("model.hidden_size", model.hidden_size),
+    }
+    for out in session.get_outputs():
+        field, width = expected.get(out.name, ("", None))
+        graph_width = out.shape[-1] if out.shape else None
+        if width is not None and isinstance(graph_width, int) and graph_width != width:
+            raise PackageError(
+                f"manifest.json {field} is {width} but graph {package.variant.graph_file} gives {out.name} "
+                f"{graph_width} wide: the graph or the manifest was replaced; re-export the package"
+            )
+
+
+def package_dir(directory: Any, caller: str = "load") -> Path:
+    """The directory the caller named; anything but a str or path is refused in one line (Path(None)
+    would be a TypeError from deep inside the loader)."""
+    try:
+        path = os.fspath(directory)
+    except TypeError as err:
+        raise InputError(
+            f"{caller} got {type(directory).__name__}: pass the package directory as a str or pathlib.Path "
+            "(a directory made by 'polyglot-onnx export')"
+        ) from err
+    if not isinstance(path, str):
+        raise InputError(f"{caller} got a bytes path: pass the package directory as a str or pathlib.Path")
+    return Path(path)
+
+
 def load_engine(
     directory: str | os.PathLike[str],
     provider: str = "auto",
@@ -191,12 +227,14 @@ def load_engine(
     warn_evidence: bool = True,
 ) -> Engine:
     """Open ``directory``; ``verify`` checks each file's sha256 (set False to skip on trusted disks)."""
+    root = package_dir(directory)
     choice = resolve_provider(provider)
-    package = open_package(Path(directory), variant, choice.name, verify=verify, refuse_unfit=refuse_unfit)
+    package = open_package(root, variant, choice.name, verify=verify, refuse_unfit=refuse_unfit)
     if warn_evidence and choice.name == "cpu":
         warn_if_foreign_evidence(package.root, package.variant.name, package.variant.drift("cpu"))
     session = create_session(str(package.graph_path), choice, cap_threads(threads))
     check_interface(session, package)
+    check_widths(session, package)
     text = TextEncoder(package.tokenizer_json, package.manifest.tokenizer, _graph_vocab(session, package))
     text.pad_to_multiple = PAD_MULTIPLE.get(choice.name, 1)
     return Engine(package=package, session=session, text=text)
@@ -225,6 +263,7 @@ class EngineClient:
         misses its drift gate on this machine; with variant="auto" the next variant that passes is used.
         ``options`` go to the class (FillMask: ``limits=FillMaskLimits(...)``).
         """
+        directory = package_dir(directory, f"{cls.__name__}.load")
         if self_check:
             from polyglot_onnx.runtime.selfcheck import load_checked
 

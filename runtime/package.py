@@ -1,9 +1,14 @@
 """Open a package directory: manifest, confinement, integrity, variant choice.
 
 Every file loading reads is listed by ``Manifest.package_files`` and opened through
-``polyglot_onnx.package_files`` (confined to the directory, hashed under verify); the graph's own
-external-data references are read from its bytes and must be files the variant lists, before
-onnxruntime is handed the graph.
+``polyglot_onnx.package_files`` (confined to the directory, each file once, its size checked before
+it is read, hashed under verify); the graph's own external-data references are read from its bytes
+(runtime/graph_refs.py) and must be files the variant lists, before onnxruntime is handed the graph.
+
+onnxruntime is handed the graph's path, not bytes read here: loaded from bytes it still opens the
+external data the graph names (relative to the working directory, or to a folder option), so the
+scan would be needed all the same, and a GB-sized graph would be held twice in memory. The scan
+instead refuses every encoding that protobuf could read differently from it.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 
 from polyglot_onnx.errors import InputError, PackageError
 from polyglot_onnx.manifest import FileEntry, Manifest, Variant, read_manifest
-from polyglot_onnx.package_files import check_file, confined_path, path_problem, read_file
+from polyglot_onnx.package_files import check_distinct, check_file, confined_path, path_problem, read_file
 from polyglot_onnx.runtime.graph_refs import graph_refs
 
 log = logging.getLogger("polyglot_onnx")
@@ -92,7 +97,9 @@ def open_package(
     manifest = read_manifest(root)
     chosen = choose_variant(manifest, variant, provider, refuse_unfit)
     tokenizer_json = b""
-    for entry in manifest.package_files(chosen):
+    files = manifest.package_files(chosen)
+    check_distinct(root, files)  # before any hashing: one file behind two names is refused
+    for entry in files:
         if entry.label == "tokenizer.file":
             tokenizer_json = read_file(root, entry, verify)
         else:
@@ -105,6 +112,11 @@ def open_package(
 def check_graph_refs(root: Path, variant: Variant, graph: Path) -> None:
     """The graph may make onnxruntime open only files its variant lists (already confined and checked)."""
     label = f"variants.{variant.name}.files[0] ({variant.graph_file})"
+    if graph.suffix.lower() == ".ort":  # onnxruntime reads it as its own flatbuffer format, not as ONNX protobuf
+        raise PackageError(
+            f"graph {label} is named '{graph.name}', which onnxruntime reads as an ORT-format model that this check "
+            "cannot read: a package holds .onnx graphs; re-export the package"
+        )
     refs = graph_refs(graph, label)
     if refs.file_ops:
         raise PackageError(

@@ -1,9 +1,11 @@
-"""Helpers that corrupt a copy of a package, one way each, for the trust tests (issue 16)."""
+"""Helpers that corrupt a copy of a package, one way each, for the trust tests (issues 16 and 25)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,3 +133,95 @@ def newer_format(pkg: Path) -> None:
     """A package written by a future polyglot-onnx 9.1 in format 2."""
     set_key("format_version", value=2)(pkg)
     set_key("versions", "polyglot-onnx", value="9.1")(pkg)
+
+
+# ---- issue 25: hostile packages -------------------------------------------------------------------
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def overlong_graph_tag(pkg: Path) -> None:
+    """The graph's weights sign-flipped in an unlisted weights.bin, and ModelProto.graph's tag written as
+    the varint 2**32+58: protobuf (onnxruntime) keeps the low 32 bits, field 7, and reads the graph."""
+    import onnx
+
+    external_data(pkg, "weights.bin", listed=False)
+    weights = np.fromfile(pkg / "weights.bin", np.float32)
+    (-weights).tofile(pkg / "weights.bin")
+    model = onnx.load(str(pkg / "model.onnx"), load_external_data=False)
+    graph = model.graph.SerializeToString()
+    model.ClearField("graph")
+    (pkg / "model.onnx").write_bytes(model.SerializeToString() + varint(2**32 + 58) + varint(len(graph)) + graph)
+    rehash(pkg)
+
+
+def duplicate_entries(count: int) -> Callable[[Path], None]:
+    """The graph's file entry listed ``count`` times: each copy would be hashed again."""
+
+    def change(data: dict) -> None:
+        files = data["variants"]["fp32"]["files"]
+        files[:] = files[:1] * count
+
+    return lambda pkg: edit(pkg, change)
+
+
+def hardlinked_alias(pkg: Path) -> None:
+    """A second name for the graph file, listed as if it were the graph's external data."""
+    os.link(pkg / "model.onnx", pkg / "alias.onnx")
+
+    def change(data: dict) -> None:
+        files = data["variants"]["fp32"]["files"]
+        files.append({**files[0], "path": "alias.onnx"})
+
+    edit(pkg, change)
+
+
+def huge_tokenizer(pkg: Path, size: int = 1 << 30) -> None:
+    """A sparse 1 GiB tokenizer.json: costs no disk, but reading it would cost a GiB of memory."""
+    os.truncate(pkg / "tokenizer.json", size)
+
+
+def canary_header(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Rewrite canary.safetensors' JSON header (bytes kept) and list the result in the manifest, as a faulty
+    writer would: the file hashes fine, its shapes do not."""
+
+    def mutate(pkg: Path) -> None:
+        raw = (pkg / "canary.safetensors").read_bytes()
+        (size,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8 : 8 + size])
+        change(header)
+        head = json.dumps(header).encode()
+        head += b" " * (-len(head) % 8)
+        (pkg / "canary.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + raw[8 + size :])
+
+        def relist(data: dict) -> None:
+            data["canary"]["sha256"] = sha256_file(pkg / "canary.safetensors")
+            data["canary"]["size"] = (pkg / "canary.safetensors").stat().st_size
+
+        edit(pkg, relist)
+
+    return mutate
+
+
+def no_canary_texts(header: dict) -> None:
+    header["__metadata__"]["texts"] = "[]"
+    for name, spec in header.items():
+        if name != "__metadata__":
+            spec["shape"][0] = 0
+            spec["data_offsets"] = [0, 0]
+
+
+def tensor_shape(name: str, shape: list[int], empty: bool = False) -> Callable[[dict], None]:
+    def change(header: dict) -> None:
+        header[name]["shape"] = shape
+        if empty:
+            header[name]["data_offsets"] = [0, 0]
+
+    return change

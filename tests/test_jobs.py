@@ -213,8 +213,9 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
 
 
 # SIGKILL points: inside an atomic write before its rename, between a shard's errors file and the
-# shard, right after a commit, and while writing _run.json (int8 calibration, before shard 0).
-KILLS = ["before_rename:1", "before_rename:4", "after_errors:1", "after_commit:2", "after_commit:3"]
+# shard, between the shard and its ledger entry (the commit point), right after a commit, and while
+# writing _run.json (int8 calibration, before shard 0).
+KILLS = ["before_rename:1", "before_rename:4", "after_errors:1", "after_shard:2", "after_commit:2", "after_commit:3"]
 
 
 def test_sigkill_then_resume_is_exactly_once(package, corpus, tmp_path):
@@ -276,7 +277,7 @@ for out in sys.argv[3:]:  # a fresh run, then the resume of a run the local engi
 
 @pytest.mark.slow
 def test_ray_engine_equals_local(package, corpus, tmp_path):
-    """Local Ray, 2 actors: the same shards row for row, fresh and resuming a local run."""
+    """Local Ray, 2 actors: the same shards row for row, fresh and resuming a local run (one shard damaged)."""
     if not os.environ.get("POLYGLOT_SLOW"):
         pytest.skip("starting Ray takes 30-60 s on 2 cores (this test: 52-75 s): set POLYGLOT_SLOW=1 to run it")
     path, _, _ = corpus
@@ -284,6 +285,10 @@ def test_ray_engine_equals_local(package, corpus, tmp_path):
     half = cli("embed-corpus", str(package), "--input", str(path), "--out", str(tmp_path / "resumed"), "--id-column",
                "doc", "--shard-size", "16", "--quiet", env={"POLYGLOT_ONNX_JOB_KILL": "after_commit:3"})
     assert half.returncode == -9
+    shard = tmp_path / "resumed" / "part-00001.parquet"  # damaged: redone in the driver before Ray takes the rest
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
     res = subprocess.run([sys.executable, "-c", RAY_SCRIPT, str(package), str(path), str(tmp_path / "ray"),
                           str(tmp_path / "resumed")], capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -18,13 +18,17 @@ import pytest
 from corrupt_packages import (
     deep_manifest,
     drop_key,
+    duplicate_entries,
     edit,
     external_data,
     graph_path,
+    hardlinked_alias,
     huge_manifest,
+    huge_tokenizer,
     nan_weights,
     newer_format,
     outside_copy,
+    overlong_graph_tag,
     rename_output,
     set_key,
     swap_tokenizer,
@@ -77,7 +81,8 @@ CASES = [
                  id="missing-tokenizer-hash"),
     pytest.param(set_key("variants", "fp32", "files", 0, "sha256", value=""), "load", True, PackageError,
                  "records no sha256 for model.onnx", id="missing-graph-hash"),
-    pytest.param("swap", "load", True, PackageError, "tokenizer.json does not match its sha256",
+    # another model's tokenizer: refused by its size, recorded at export, before it is read or hashed
+    pytest.param("swap", "load", True, PackageError, "tokenizer.json is 33516 bytes, the manifest says",
                  id="swapped-tokenizer"),
     pytest.param(deep_manifest, "info", True, PackageError, "nests deeper than 64 levels", id="deep-nesting"),
     pytest.param(huge_manifest, "info", True, PackageError, "larger than 16 MB", id="huge-manifest"),
@@ -107,6 +112,30 @@ CASES = [
                  id="tokenizer-is-a-directory"),
     pytest.param(nan_weights, "encode", True, NonFiniteOutputError, "(variant fp32) returned NaN/Inf for input 0",
                  id="nan-weights-embed"),
+    # issue 25: what onnxruntime reads is what the pre-scan reads; hostile sizes refused before reading
+    pytest.param(overlong_graph_tag, "load", True, PackageError, "is not in canonical protobuf form",
+                 id="overlong-graph-tag"),
+    pytest.param(overlong_graph_tag, "load", False, PackageError, "is not in canonical protobuf form",
+                 id="overlong-graph-tag-verify-off"),
+    pytest.param(lambda p: ((p / "model.onnx").rename(p / "model.ORT"), edit(p, graph_path(p, "model.ORT"))), "load",
+                 False, PackageError, "which onnxruntime reads as an ORT-format model", id="ort-format-graph"),
+    pytest.param(duplicate_entries(10_000), "info", True, PackageError,
+                 "files[1] ('model.onnx') is already listed as manifest.variants.fp32.files[0]", id="duplicate-entries"),
+    pytest.param(set_key("canary", "path", value="tokenizer.json"), "info", True, PackageError,
+                 "manifest.canary ('tokenizer.json') is already listed as manifest.tokenizer.file",
+                 id="canary-is-the-tokenizer"),
+    pytest.param(hardlinked_alias, "load", True, PackageError,
+                 "variants.fp32.files[0] ('model.onnx') and variants.fp32.files[1] ('alias.onnx') are the same file",
+                 id="hardlinked-alias"),
+    pytest.param(huge_tokenizer, "load", False, PackageError,
+                 "tokenizer.json (tokenizer.file) is larger than its limit of 128 MiB, so it is not read",
+                 id="huge-tokenizer"),
+    pytest.param(set_key("model", "hidden_size", value=65), "load", True, PackageError,
+                 "manifest.json model.hidden_size is 65 but graph model.onnx gives token_embeddings 64 wide",
+                 id="hidden-size-mismatch"),
+    pytest.param(set_key("model", "embedding_dim", value=32), "encode", True, PackageError,
+                 "model.embedding_dim is 32 but graph model.onnx gives sentence_embedding 64 wide",
+                 id="embedding-dim-mismatch"),
     pytest.param(nan_weights, "fill", True, NonFiniteOutputError, "returned NaN/Inf for input 0",
                  id="nan-weights-fill"),
 ]
@@ -121,7 +150,8 @@ def test_corrupt_package(bert_copy, tiny_models, mutate, action, verify, error, 
         run_case(bert_copy, action, verify)
     message = str(info.value)
     assert fragment in message and "\n" not in message
-    assert " bytes" not in message  # never the size (or existence) of a file outside the package
+    # never the size (or existence) of a file outside the package; a package file's own size may be named
+    assert " bytes" not in message or message.startswith("package file tokenizer.json is ")
 
 
 def _varint(n: int, overlong: int = 0) -> bytes:
