@@ -202,6 +202,7 @@ def _export_into(model: str, tmp: Path, options: ExportOptions, progress: Progre
             files=[mf.file_entry(tmp, f) for f in files],
             op_counts=dict(fused) | {"nodes": sum(counts.values())},
             validation=validation,
+            facts=mf.fp32_facts(),
         )
         manifest = mf.Manifest(
             model=_model_info(ckpt, banded),

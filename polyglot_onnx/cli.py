@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "'serve' has its own --log-level for the server")
     parser.add_argument("-v", "--verbose", action="store_true", help="same as --log-level info")
     sub = parser.add_subparsers(dest="command", required=True)
+    from polyglot_onnx.quantize.recipes import DEFAULT_VARIANTS, names_help  # the table, not the quantizers
+
+    recipe_names, default_variants = names_help(), ",".join(DEFAULT_VARIANTS)
 
     p = sub.add_parser("export", help="checkpoint -> validated fp32 ONNX package")
     p.add_argument("model", help="catalog name (mbert-cased, mmbert-small, mmbert-base), hub id or local directory")
@@ -123,12 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dense-attention", action="store_true",
                    help="ModernBERT: local layers as dense band-masked attention (default: banded, for comparison)")
     p.add_argument("--variants", default="fp32",
-                   help="fp32 plus any of int8, int8-static, fp16, built after export (e.g. fp32,int8,fp16)")
+                   help=f"fp32 plus any of {recipe_names}, built after export (e.g. fp32,{default_variants})")
     _quantize_args(p)
 
     p = sub.add_parser("quantize", help="add int8 / fp16 variants to a package, with drift evidence")
     p.add_argument("package", help="package directory made by 'polyglot-onnx export'")
-    p.add_argument("--variants", default=None, help="comma-separated: int8, int8-static, fp16 (default int8,fp16)")
+    p.add_argument("--variants", default=None,
+                   help=f"comma-separated: {recipe_names} (default {default_variants})")
     p.add_argument("--canary-only", action="store_true", help="only (re)write the canary references; build nothing")
     _quantize_args(p)
 

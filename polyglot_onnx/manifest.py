@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -85,6 +85,23 @@ class FileEntry:
         return PackageFile(label, self.path, self.sha256, self.size)
 
 
+FALLBACK_RANK = 1000  # fp32: what variant="auto" uses on any provider when nothing better qualifies
+
+
+@dataclass(frozen=True)
+class VariantFacts:
+    """What a variant is, written into its manifest entry from one table (quantize/recipes.py; the export for
+    fp32) and read by the runtime, the drift checker, the self-check, the bench and the CLI."""
+
+    provider: str | None  # "cpu" or "cuda": where it is made to run; None runs anywhere (fp32)
+    batch_invariant: bool  # a text's result does not depend on its batch neighbours or padding
+    auto_rank: int | None  # variant="auto" on its provider tries lower ranks first; None: only by name
+    gate: dict[str, float] = field(default_factory=dict)  # the drift gate it must pass (polyglot_onnx/gates.py)
+
+    def runs_on(self, provider: str) -> bool:
+        return self.provider is None or self.provider == provider
+
+
 @dataclass(frozen=True)
 class Variant:
     """One precision of the graph: its file(s), fused-op counts and evidence of accuracy."""
@@ -94,6 +111,15 @@ class Variant:
     op_counts: dict[str, int] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    facts: VariantFacts | None = None  # None in packages written before the facts were recorded
+
+    def described(self) -> VariantFacts:
+        """This variant's facts: as recorded, else (older packages) what its name meant when they were written."""
+        if self.facts is not None:
+            return self.facts
+        legacy = LEGACY_FACTS.get(self.name, UNKNOWN_FACTS)
+        said = self.extra.get("batch_invariant")  # recorded in extra since recipe revision 3
+        return legacy if not isinstance(said, bool) else replace(legacy, batch_invariant=said)
 
     @property
     def graph_file(self) -> str:
@@ -115,6 +141,31 @@ class Variant:
         if own is not None or provider == "cpu":
             return provider, own
         return "cpu", self.drift("cpu")
+
+
+def fp32_facts() -> VariantFacts:
+    """The exported graph itself (written by the export): runs anywhere, exact, auto's last resort."""
+    from polyglot_onnx.gates import DEFAULT_GATES
+
+    return VariantFacts(None, True, FALLBACK_RANK, DEFAULT_GATES["fp32"])
+
+
+def _legacy_facts() -> dict[str, VariantFacts]:
+    from polyglot_onnx.gates import DEFAULT_GATES
+
+    return {
+        "fp32": fp32_facts(),
+        "int8": VariantFacts("cpu", False, 0, DEFAULT_GATES["int8"]),
+        "int8-static": VariantFacts("cpu", False, 1, DEFAULT_GATES["int8"]),
+        "int8-dynamic": VariantFacts("cpu", False, None, DEFAULT_GATES["int8"]),
+        "fp16": VariantFacts("cuda", True, 0, DEFAULT_GATES["fp16"]),
+    }
+
+
+# Packages written before variants recorded their facts: what each name meant then (read-only compatibility;
+# new variants get their facts from quantize/recipes.py). An unknown old variant is run by name only.
+LEGACY_FACTS = _legacy_facts()
+UNKNOWN_FACTS = VariantFacts("cpu", False, None, {})
 
 
 def drift_key(provider: str) -> str:

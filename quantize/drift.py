@@ -312,7 +312,8 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
         for name, got in rows.items():
             overall = aggregate(got)
             by_language = grouped(got, "language")
-            gate = gate_for(name, options.thresholds)
+            recorded = manifest.variants[name].described().gate
+            gate = (dict(recorded) | options.thresholds) if recorded else gate_for(name, options.thresholds)
             failures = evaluate_gate(name, overall, by_language, gate)
             results[name] = {
                 "passed": not failures,

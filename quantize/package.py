@@ -112,7 +112,8 @@ def _build(root: Path, manifest: mf.Manifest, recipe: Recipe, inputs: BuildInput
     return built, report
 
 
-def write_variant(root: Path, name: str, graph_file: str, model: Any, details: dict[str, Any]) -> mf.Manifest:
+def write_variant(root: Path, name: str, graph_file: str, model: Any, details: dict[str, Any],
+                  facts: mf.VariantFacts | None = None) -> mf.Manifest:
     """Temp folder -> verify -> rename into place -> manifest; the old manifest survives any failure."""
     manifest = mf.read_manifest(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
@@ -134,6 +135,7 @@ def write_variant(root: Path, name: str, graph_file: str, model: Any, details: d
         op_counts=counts,
         validation={},
         extra=details | {"size_ratio_to_fp32": round(sum(e.size for e in entries) / fp32_size, 4)},
+        facts=facts,
     )
     updated = replace(manifest, variants=dict(manifest.variants) | {name: variant})
     mf.write_manifest(root, updated)
@@ -178,12 +180,10 @@ def quantize_package(
             else:
                 model, details = _build(root, manifest, recipe, inputs)
             details |= {
-                "provider": recipe.provider,
                 "recipe_revision": recipe.revision,
-                "batch_invariant": recipe.batch_invariant,
                 "avx2_saturation": check_graph(model).as_dict(),
             }
-            manifest = write_variant(root, name, recipe.graph_file, model, details)
+            manifest = write_variant(root, name, recipe.graph_file, model, details, recipe.facts)
             del model
             progress.info(
                 f"{recipe.graph_file}: {manifest.variants[name].total_size / 1e6:.1f} MB "

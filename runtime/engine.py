@@ -123,11 +123,8 @@ class Engine:
 
 
 def batch_invariant(variant: mf.Variant) -> bool:
-    """Whether a text's result is independent of its batch: recorded by quantize since recipe
-    revision 3; unquantized graphs are; an older quantized variant is assumed not to be."""
-    if "batch_invariant" in variant.extra:
-        return bool(variant.extra["batch_invariant"])
-    return variant.name in ("fp32", "fp16")
+    """Whether a text's result is independent of its batch: what the variant's manifest entry says it is."""
+    return variant.described().batch_invariant
 
 
 def drift_summary(variant: mf.Variant, provider: str = "cpu") -> dict[str, Any] | None:

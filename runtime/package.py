@@ -24,14 +24,21 @@ from polyglot_onnx.runtime.graph_refs import graph_refs
 
 log = logging.getLogger("polyglot_onnx")
 
-# variant="auto": best first per provider; fp32 is the fallback every package has. A variant whose
-# recorded drift gate failed, or that has no drift evidence at all (built with --no-drift, or its
-# drift run was interrupted), is skipped with a warning: auto never picks an unchecked variant.
-AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {"cpu": ("int8", "int8-static", "fp32"), "cuda": ("fp16", "fp32")}
-# Variants that must not run on a provider, with the advice to give instead.
-REFUSED: dict[tuple[str, str], str] = {
-    ("fp16", "cpu"): "fp16 is a CUDA variant and is slow or unsupported on CPU: use variant='int8' or 'fp32' there",
-}
+
+def auto_order(manifest: Manifest, provider: str) -> list[str]:
+    """The variants variant="auto" tries on ``provider``, best first, from what each variant's manifest entry
+    says it is (``Variant.described()``: made for this provider, ranked): fp32, which runs anywhere, last.
+
+    A variant whose recorded drift gate failed, or that has no drift evidence at all (built with --no-drift,
+    or its drift run was interrupted), is then skipped with a warning: auto never picks an unchecked variant.
+    """
+    ranked = [(facts.auto_rank, name) for name, v in manifest.variants.items()
+              if (facts := v.described()).auto_rank is not None and facts.runs_on(provider)]
+    return [name for _, name in sorted(ranked)]
+
+
+def _provider_label(provider: str) -> str:
+    return {"cpu": "CPU", "cuda": "CUDA"}.get(provider, provider)
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,8 @@ def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unf
     """``refuse_unfit=False`` lets the drift checker run an fp16 graph on CPU (slow, but exact)."""
     available = manifest.variants
     if requested == "auto":
-        for name in AUTO_PREFERENCE[provider]:
-            if name not in available:
-                continue
+        order = auto_order(manifest, provider)
+        for name in order:
             if name != "fp32" and not has_own_evidence(available[name], provider):
                 log.warning(
                     "variant %s has no drift evidence (quantize ran with --no-drift or was interrupted); not using "
@@ -78,14 +84,19 @@ def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unf
             if name != "fp32" and measured_on != provider:
                 log.info("variant %s has drift evidence from %s only; 'polyglot-onnx drift DIR --provider %s' "
                          "measures it where it runs", name, measured_on, provider)
-            if name != AUTO_PREFERENCE[provider][0]:
-                log.info("package has no usable %s variant; using %s", AUTO_PREFERENCE[provider][0], name)
+            if name != order[0]:
+                log.info("package has no usable %s variant; using %s", order[0], name)
             return available[name]
-        raise PackageError(f"package has none of the variants {AUTO_PREFERENCE[provider]}: re-export it")
+        raise PackageError(f"package has no variant that runs on {provider} ({', '.join(available)}): re-export it")
     if requested not in available:
         raise InputError(f"variant {requested!r} is not in this package: it has {', '.join(available)}")
-    if refuse_unfit and (requested, provider) in REFUSED:
-        raise InputError(REFUSED[(requested, provider)])
+    facts = available[requested].described()
+    if refuse_unfit and not facts.runs_on(provider):
+        fit = " or ".join(f"'{n}'" for n in auto_order(manifest, provider)) or "'auto'"
+        raise InputError(
+            f"{requested} is a {_provider_label(facts.provider or provider)} variant and is slow or unsupported on "
+            f"{_provider_label(provider)}: use variant={fit} there"
+        )
     return available[requested]
 
 

@@ -23,7 +23,7 @@ from polyglot_onnx.gates import DIRECTIONS, gate_for, is_failing
 from polyglot_onnx.runtime.canary import CanaryOutputs, CanaryReference, read_canary, run_canary
 from polyglot_onnx.runtime.cpu import detect_cpu, machine_block
 from polyglot_onnx.runtime.engine import Engine, load_engine
-from polyglot_onnx.runtime.package import AUTO_PREFERENCE, has_own_evidence
+from polyglot_onnx.runtime.package import auto_order, has_own_evidence
 from polyglot_onnx.runtime.providers import resolve_provider
 
 log = logging.getLogger("polyglot_onnx")
@@ -174,7 +174,8 @@ def check_engine(engine: Engine) -> SelfCheckReport:
         by_language.setdefault(row["language"], []).append(row)
     languages = {k: aggregate(v) for k, v in sorted(by_language.items())}
     overall = aggregate(rows)
-    gate = {k: v for k, v in gate_for(engine.variant).items() if k in CHECKED}
+    gate = {k: v for k, v in (engine.package.variant.described().gate or gate_for(engine.variant)).items()
+            if k in CHECKED}
     failures = evaluate(engine.variant, overall, languages, gate)
     return SelfCheckReport(
         package=str(engine.package.root),
@@ -237,7 +238,7 @@ def load_checked(
             + ADD_HINT.format(root=directory)
         )
     reasons: list[str] = []
-    for name in AUTO_PREFERENCE[choice.name]:
+    for name in auto_order(manifest, choice.name):
         found = manifest.variants.get(name)
         # what auto itself skips (no evidence of its own, or a failed drift gate) is not tried either
         if found is None:

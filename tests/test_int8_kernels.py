@@ -96,13 +96,13 @@ def test_graph_check_proves_the_default_safe_and_flags_the_old_recipe(quantized,
     report = check_graph(load_model(pkg / "model.int8.onnx"))
     assert report.checked > 0 and report.safe and report.worst <= INT16_MAX
     assert read_manifest(pkg).variants["int8"].extra["avx2_saturation"]["safe"] is True
-    assert read_manifest(pkg).variants["int8"].extra["batch_invariant"] is True
+    assert read_manifest(pkg).variants["int8"].described().batch_invariant is True
 
     old = tmp_path / "old"
     shutil.copytree(tiny_models["tiny-bert"].package, old)
     manifest = quantize_package(old, "int8-dynamic", QuantizeOptions(drift=False, **QUIET))
     assert manifest.variants["int8-dynamic"].extra["avx2_saturation"]["safe"] is False
-    assert manifest.variants["int8-dynamic"].extra["batch_invariant"] is False
+    assert manifest.variants["int8-dynamic"].described().batch_invariant is False
     assert not check_graph(load_model(old / "model.int8-dynamic.onnx")).safe
 
 

@@ -228,6 +228,11 @@ def test_sha256_mismatch(package_copy):
 
 def test_tokenizer_replaced(package_copy, tiny_models):
     shutil.copy(tiny_models["tiny-modernbert"].package / "tokenizer.json", package_copy / "tokenizer.json")
+    with pytest.raises(PackageError, match="tokenizer.json is .* bytes, the manifest says"):  # its recorded size
+        Embedder.load(package_copy)
+    data = json.loads((package_copy / "manifest.json").read_text())
+    data["tokenizer_size"] = (package_copy / "tokenizer.json").stat().st_size  # a forged size: the hash still fails
+    (package_copy / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(PackageError, match="tokenizer.json does not match its sha256"):
         Embedder.load(package_copy)
 
@@ -239,6 +244,7 @@ def test_tokenizer_vocab_does_not_match_graph(package_copy, tiny_models):
     shutil.copy(tiny_models["tiny-modernbert"].package / "tokenizer.json", package_copy / "tokenizer.json")
     data = json.loads((package_copy / "manifest.json").read_text())
     data["tokenizer_sha256"] = sha256_file(package_copy / "tokenizer.json")
+    data["tokenizer_size"] = (package_copy / "tokenizer.json").stat().st_size
     (package_copy / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(PackageError, match="tokenizer.json has 1500 tokens but the graph's embedding table has 1200 rows"):
         Embedder.load(package_copy)

@@ -47,11 +47,20 @@ DEFAULT_VARIANTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("optimum", "cuda"): ("O4",),
     ("ortopt", "cpu"): ("fp32",),
     ("ortopt", "cuda"): ("fp16",),
-    ("polyglot", "cpu"): ("fp32", "int8"),
-    ("polyglot", "cuda"): ("fp16",),
-    ("dense", "cpu"): ("fp32", "int8"),
-    ("dense", "cuda"): ("fp16",),
 }
+
+
+def _package_variants(provider: str) -> tuple[str, ...]:
+    """A polyglot package's default rows: the variant auto prefers there (quantize/recipes.py), and fp32 on CPU."""
+    from polyglot_onnx.quantize.recipes import best_for
+
+    best = best_for(provider)
+    return (("fp32",) if provider == "cpu" else ()) + ((best,) if best else ())
+
+
+for _family in PACKAGE_FAMILIES:
+    for _provider in ("cpu", "cuda"):
+        DEFAULT_VARIANTS[(_family, _provider)] = _package_variants(_provider)
 BASE_SEQS = (32, 128, 512)
 LONG_SEQS = (2048, 8192)  # models with 8192 positions (mmBERT), at batch 1 only
 LONG_FROM = 512
