@@ -1,6 +1,6 @@
 """The short form of every published bench run, for the READMEs: targets, batch-1 latency, corpus.
 
-    python benchmarks/summarize.py [--write README.md benchmarks/README.md]
+    python benchmarks/summarize.py [--write benchmarks/README.md]
 
 Reads each run's targets.json and results.jsonl under benchmarks/results/bench (written by
 ``polyglot-onnx bench``) and prints Markdown, or with --write replaces the block between

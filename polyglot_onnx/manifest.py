@@ -386,9 +386,3 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Write atomically: a crash mid-write never leaves a truncated manifest."""
     write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
-
-
-def verify_files(directory: Path, entries: list[FileEntry]) -> None:
-    """Check each listed file is inside the package, regular, and has the recorded size and sha256."""
-    for entry in entries:
-        check_file(directory, entry.package_file(entry.path), verify=True)
