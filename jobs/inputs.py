@@ -97,7 +97,7 @@ def count_rows(paths: list[Path], fmt: str) -> int | None:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+        return sum(int(pq.ParquetFile(p).metadata.num_rows) for p in paths)
     if fmt in ("jsonl", "text"):
         total = 0
         for path in paths:
@@ -320,4 +320,4 @@ def clean_id(value: Any) -> str | None:
         value.encode("utf-8")  # Arrow strings are UTF-8: a lone surrogate would fail the whole shard
     except UnicodeEncodeError as err:
         raise ValueError("lone surrogate, not UTF-8 text") from err
-    return value
+    return str(value)

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover - the engine raises DependencyError befo
     FileBasedDatasource = object  # type: ignore[misc,assignment]
 
 
-class LinesDatasource(FileBasedDatasource):  # type: ignore[misc]
+class LinesDatasource(FileBasedDatasource):
     """Raw lines split on b'\\n' only, streamed in blocks: ray.data.read_text decodes whole files and splits
     on every Unicode line break, which would renumber rows and turn one bad byte into a failed file."""
 
@@ -85,7 +85,7 @@ class EmbedActor:
             reasons.append(reason)
             out_ids.append(ident)
         good = [i for i, r in enumerate(reasons) if r is None]
-        encoded = self.encoder.encode([texts[i] for i in good])
+        encoded = self.encoder.encode([text for text in texts if text is not None])  # the good rows, in order
         n = len(values)
         n_tokens = np.zeros(n, np.int32)
         truncated = np.zeros(n, bool)

@@ -40,7 +40,7 @@ def read_run(out_dir: Path) -> dict[str, Any] | None:
         raise JobError(f"{path} is unreadable ({err}): use a new --out") from err
     if data.get("format") != FORMAT:
         raise JobError(f"{path} is not an embed-corpus run file: use a new --out")
-    return data
+    return dict(data)
 
 
 def check_same_job(previous: dict[str, Any], current: dict[str, Any], out_dir: Path) -> None:

@@ -125,12 +125,12 @@ def run_canary(
             continue
         rows = [list(ids[i]) for i in batch]
         for row, i in zip(rows, batch):
-            row[mask_at[i]] = int(mask_id)  # type: ignore[arg-type]
+            row[mask_at[i]] = int(mask_id)
         masked, m_attn = pad_ids(rows, pad)
         positions = np.array([r * masked.shape[1] + mask_at[i] for r, i in enumerate(batch)], np.int64)
         (logits,) = engine.run([mf.MASK_LOGITS], masked, m_attn, positions)
         nonfinite[batch] += (~np.isfinite(logits)).sum(axis=-1)
-        finite = np.nan_to_num(logits, nan=-np.inf, posinf=np.finfo(np.float32).max)
+        finite = np.nan_to_num(np.asarray(logits), nan=-np.inf, posinf=float(np.finfo(np.float32).max))
         top_ids[batch], top_probs[batch] = _top_k(finite, TOP_K)
     return CanaryOutputs(sentence, nonfinite, top_ids, top_probs), list(mask_at or [])
 

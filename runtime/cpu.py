@@ -158,7 +158,7 @@ def _read_sysctl(machine: str) -> CpuInfo:
 def _read_py_cpuinfo(machine: str) -> CpuInfo:
     """Windows (or anything else): py-cpuinfo if the user installed it; no hard dependency."""
     try:
-        import cpuinfo  # type: ignore[import-not-found]
+        import cpuinfo  # type: ignore[import-not-found,unused-ignore]  # absent in most environments
 
         data = cpuinfo.get_cpu_info()
     except Exception:  # noqa: BLE001 - not installed, or it failed to probe: report unknown

@@ -112,7 +112,7 @@ class Engine:
         # 256k-wide logits row); a finite row can only overflow it, so suspects are checked exactly.
         with np.errstate(over="ignore", invalid="ignore"):
             suspects = np.flatnonzero(~np.isfinite(flat.sum(axis=1)))
-        bad = [int(inputs[k]) for k in suspects if not np.isfinite(flat[k]).all()]
+        bad = [int(inputs[int(k)]) for k in suspects if not np.isfinite(flat[k]).all()]
         if not bad:
             return
         first = min(bad)

@@ -61,7 +61,7 @@ def has_own_evidence(variant: Variant, provider: str = "cpu") -> bool:
     _, drift = variant.evidence_for(provider)
     if drift is None or "passed" not in drift:
         return False
-    return drift.get("graph_sha256", variant.files[0].sha256) == variant.files[0].sha256
+    return bool(drift.get("graph_sha256", variant.files[0].sha256) == variant.files[0].sha256)
 
 
 def choose_variant(manifest: Manifest, requested: str, provider: str, refuse_unfit: bool = True) -> Variant:

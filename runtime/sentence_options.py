@@ -67,6 +67,7 @@ def quantize(embeddings: np.ndarray, precision: str, ranges: np.ndarray | None =
         steps = (ranges[1, :] - starts) / 255
         steps = np.where(steps == 0, 1, steps)
         buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
-        return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+        out: np.ndarray = buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)
+        return out
     packed = np.packbits(embeddings > 0, axis=-1)
     return (packed - 128).astype(np.int8) if precision == "binary" else packed
