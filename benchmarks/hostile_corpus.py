@@ -109,7 +109,7 @@ def committed_rows(out: Path) -> int:
 def leftovers(out: Path) -> dict[str, int]:
     """What a kill left behind: committed shards, shards without ledger entry, temporary files."""
     entries = {p.stem for p in out.glob("_ledger/part-*.json")}
-    shards = {p.stem for p in out.glob("part-*.parquet")}
+    shards = {p.stem for p in (out / "data").glob("part-*.parquet")}
     return {"committed_shards": len(entries), "uncommitted_shards": len(shards - entries),
             "temporary_files": len(list(out.glob("**/.*.tmp-*")))}
 
@@ -128,7 +128,7 @@ def killed_run(cmd: list[str], delay: float) -> tuple[bool, float, str]:
 
 def damage(out: Path, rng: random.Random) -> list[str]:
     """Flip a byte in one committed shard and cut the last one short: the next start must redo both."""
-    shards = sorted(out.glob("part-*.parquet"))
+    shards = sorted((out / "data").glob("part-*.parquet"))
     if len(shards) < 2:
         return []
     flipped, cut = rng.choice(shards[:-1]), shards[-1]

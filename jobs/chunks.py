@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polyglot_onnx.jobs.inputs import clean_row, read_blocks
+from polyglot_onnx.jobs.cells import kept_problem
+from polyglot_onnx.jobs.inputs import Columns, clean_row, read_blocks
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,9 @@ class Position:
 
 @dataclass
 class Chunk:
-    """One future shard: row ids, usable texts (None for bad rows), the bad rows' reasons, and where each
-    row is in the input (file, 1-based line for JSONL and text, 1-based data row for CSV and Parquet)."""
+    """One future shard: row ids, usable texts (None for bad rows), the bad rows' reasons, where each row is
+    in the input (file, 1-based line for JSONL and text, 1-based data row for CSV and Parquet), and the
+    values of the kept input columns, by column."""
 
     index: int
     first_row: int
@@ -36,13 +38,19 @@ class Chunk:
     reasons: list[str | None] = field(default_factory=list)
     end: Position = Position()
     places: list[tuple[str, int]] = field(default_factory=list)
+    kept: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, value: Any, ident: Any, row: int, user_ids: bool, place: tuple[str, int]) -> None:
-        """Row numbers are the ids unless the input has an id column; a null id makes the row bad."""
+    def add(self, value: Any, ident: Any, row: int, user_ids: bool, place: tuple[str, int],
+            kept: dict[str, Any] | None = None) -> None:
+        """Row numbers are the ids unless the input has an id column; a null id, or a kept value that cannot
+        be stored, makes the row bad."""
         text, ident, reason = clean_row(value, ident, user_ids)
+        reason = reason or kept_problem(kept or {})
+        for name, cell in (kept or {}).items():
+            self.kept.setdefault(name, []).append(cell)
         self.ids.append(ident if user_ids else row)
         self.texts.append(text if reason is None else None)
         self.reasons.append(reason)
@@ -58,8 +66,8 @@ class Chunk:
                 if reason is not None]
 
 
-def iter_chunks(paths: list[Path], fmt: str, text_column: str, id_column: str | None, shard_size: int,
-                start: Position = Position()) -> Iterator[Chunk]:
+def iter_chunks(paths: list[Path], fmt: str, columns: Columns, shard_size: int, start: Position = Position()
+                ) -> Iterator[Chunk]:
     """Chunks from ``start`` to the end of the input; memory is one chunk plus one read block."""
     row = start.global_row
     chunk = Chunk(index=row // shard_size, first_row=row)
@@ -67,10 +75,11 @@ def iter_chunks(paths: list[Path], fmt: str, text_column: str, id_column: str | 
         skip = start.row_in_file if file_index == start.file_index else 0
         in_file = skip
         name = str(paths[file_index])
-        for block in read_blocks(paths[file_index], fmt, text_column, id_column, shard_size, skip):
+        for block in read_blocks(paths[file_index], fmt, columns, shard_size, skip):
             ids = block.ids if block.ids is not None else [None] * len(block.values)
-            for value, ident in zip(block.values, ids):
-                chunk.add(value, ident, row, id_column is not None, (name, in_file + 1))
+            for k, (value, ident) in enumerate(zip(block.values, ids)):
+                kept = {col: cells[k] for col, cells in block.kept.items()}
+                chunk.add(value, ident, row, columns.id is not None, (name, in_file + 1), kept)
                 row += 1
                 in_file += 1
                 if len(chunk) == shard_size:

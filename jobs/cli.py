@@ -7,7 +7,16 @@ import json
 import sys
 from typing import Any
 
-from polyglot_onnx.jobs.options import DTYPES, ENGINES, FORMATS, LONG_TEXT, OUTPUTS, POOLINGS
+from polyglot_onnx.jobs.options import (
+    DTYPES,
+    ENGINES,
+    FORMATS,
+    LONG_TEXT,
+    OUTPUTS,
+    POOLINGS,
+    VECTOR_COLUMN,
+    split_columns,
+)
 
 
 def add_embed_corpus_parser(sub: Any) -> None:
@@ -15,10 +24,15 @@ def add_embed_corpus_parser(sub: Any) -> None:
     p.add_argument("package", help="package directory made by 'polyglot-onnx export'")
     p.add_argument("--input", required=True, action="append",
                    help="file, directory or glob (quote it: 'data/*.jsonl'); repeatable")
-    p.add_argument("--out", required=True, help="output directory: shards, _run.json, _errors.jsonl")
+    p.add_argument("--out", required=True,
+                   help="output directory: shards in OUT/data/ (read it as it is), _run.json, _errors.jsonl")
     p.add_argument("--format", choices=FORMATS, default=None, help="default: from the file extension")
     p.add_argument("--text-column", default="text", help="JSONL key / column holding the text (default text)")
     p.add_argument("--id-column", default=None, help="column holding ids (stored as strings); default: row number")
+    p.add_argument("--keep-columns", action="append", default=None, metavar="COL[,COL...]",
+                   help="input columns copied into the shards (e.g. text,url); CSV and JSONL values as strings")
+    p.add_argument("--vector-column", default=VECTOR_COLUMN,
+                   help=f"name of the vector column (default {VECTOR_COLUMN}; LanceDB looks for 'vector')")
     p.add_argument("--output", choices=OUTPUTS, default="sentence")
     p.add_argument("--pooling", choices=POOLINGS, default=None, help="default: the package's")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=True,
@@ -68,7 +82,7 @@ def cmd_embed_corpus(args: argparse.Namespace) -> int:
         variant=args.variant, provider=args.provider, fail_on_error=args.fail_on_error,
         show_progress=not args.quiet, engine=args.engine, ray_address=args.ray_address, actors=args.actors,
         cpus_per_actor=args.cpus_per_actor, prompt_name=args.prompt_name, prompt=args.prompt,
-        dimensions=args.dimensions,
+        dimensions=args.dimensions, vector_column=args.vector_column, keep_columns=split_columns(args.keep_columns),
     )
     run = embed_corpus(args.package, args.input, args.out, options, resume=args.resume)
     c, t = run["counts"], run["timings"]

@@ -30,13 +30,14 @@ class Encoded:
     vectors: Any  # np.ndarray [n, hidden] for sentence, else list of TokenEmbeddings / WordEmbeddings
     n_tokens: np.ndarray  # int32 [n]
     truncated: np.ndarray  # bool [n]
+    provider: str | None = None  # the execution provider(s) that ran the graph: recorded in each shard
 
 
 def vector_width(embedder: Any, output: str, dimensions: int | None = None) -> int:
     """Sentence vectors may be narrower than the encoder (a Dense projection, or Matryoshka ``dimensions``);
     token and word vectors never are."""
     if output != "sentence":
-        return int(embedder.engine.manifest.model.hidden_size)
+        return int(embedder.model.hidden_size)
     return int(dimensions or embedder.dimension)
 
 
@@ -46,14 +47,14 @@ class ChunkEncoder:
     def __init__(self, embedder: Any, options: JobOptions) -> None:
         self.embedder = embedder
         self.options = options
-        self.pooling = options.pooling or embedder.engine.manifest.model.default_pooling
-        self.max_batch_tokens = options.batch_tokens(embedder.engine.manifest.model.hidden_size)
+        self.pooling = options.pooling or embedder.model.default_pooling
+        self.max_batch_tokens = options.batch_tokens(embedder.model.hidden_size)
         self.kwargs: dict[str, Any] = {"normalize": options.normalize, "output": options.output}
         if options.output == "sentence":
             self.kwargs["pooling"] = self.pooling
         # The prompt is resolved once (explicit, named or the package default) and handed to encode as text,
         # so the token counts below include it, as the model sees it.
-        model = embedder.engine.manifest.model
+        model = embedder.model
         self.prompt = sentence_options.resolve_prompt(model, options.prompt_name, options.prompt) or None
         if options.dimensions is not None:
             sentence_options.check_dimensions(options.dimensions, vector_width(embedder, "sentence"))
@@ -71,7 +72,7 @@ class ChunkEncoder:
         if not texts:  # a chunk of bad rows only
             width = vector_width(self.embedder, self.options.output, self.options.dimensions)
             empty: Any = np.zeros((0, width), np.float32) if self.options.output == "sentence" else []
-            return Encoded(empty, np.zeros(0, np.int32), np.zeros(0, bool))
+            return Encoded(empty, np.zeros(0, np.int32), np.zeros(0, bool), self.embedder.provider)
         tokenized = self.tokenize(texts)
         n_tokens, truncated = tokenized.token_counts()
         max_rows = getattr(runtime_text, "MAX_BATCH_SIZE", None)  # Embedder.encode's own bound on batch_size
@@ -88,4 +89,4 @@ class ChunkEncoder:
                     vectors[i] = record
             if on_batch:
                 on_batch(len(batch), int(n_tokens[batch].sum()))
-        return Encoded(vectors, n_tokens, truncated)
+        return Encoded(vectors, n_tokens, truncated, self.embedder.provider)

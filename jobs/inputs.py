@@ -12,12 +12,13 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.jobs.cells import ROW_ERRORS, BadValue, cell_converter, csv_cell, json_cell, row_error
 
 EXTENSIONS = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -27,21 +28,8 @@ EXTENSIONS = {
 }
 FINGERPRINT_BYTES = 64 * 1024  # hashed from the head and from the tail of each file
 
-# What parsing or cleaning ONE row can raise; each is a property of that row's bytes, so it becomes that
-# row's error instead of stopping the job (on every rerun, since the row never changes):
-#   ValueError     -- json.loads of an integer over sys.get_int_max_str_digits() (4,300) digits, and the
-#                     UnicodeError / JSONDecodeError subclasses; str() of such an integer;
-#   RecursionError -- json.loads / json.dumps of nesting deeper than the interpreter's recursion limit;
-#   TypeError      -- json.dumps of an id whose Parquet list / struct holds bytes, dates or decimals.
-# Anything else (OSError, MemoryError, a block pyarrow cannot read) is not one row's fault: it still stops the job.
-ROW_ERRORS = (ValueError, RecursionError, TypeError)
-
-
-class BadJson:
-    """A JSONL line that is not a JSON object; carried as a row value so it becomes an error row."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+class BadJson(BadValue):
+    """A JSONL line that is not a JSON object."""
 
 
 def resolve_inputs(spec: str | os.PathLike[str] | list[str]) -> list[Path]:
@@ -113,17 +101,31 @@ def count_rows(paths: list[Path], fmt: str) -> int | None:
 
 @dataclass
 class Block:
-    """Up to ``block_rows`` consecutive rows of one file: raw values (str, bytes, None, other) and ids."""
+    """Up to ``block_rows`` consecutive rows of one file: raw values (str, bytes, None, other), ids, and the
+    values of the --keep-columns (ready to store, or BadValue), by column."""
 
     values: list[Any]
     ids: list[Any] | None
+    kept: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def read_blocks(path: Path, fmt: str, text_column: str, id_column: str | None, block_rows: int, skip: int = 0
-                ) -> Iterator[Block]:
+@dataclass(frozen=True)
+class Columns:
+    """The input columns a job reads: the text, the ids, and the ones copied into the shards."""
+
+    text: str
+    id: str | None = None
+    keep: tuple[str, ...] = ()
+
+    def read(self) -> list[str]:
+        """Each column once, in order (a kept column may be the text or the id column)."""
+        return list(dict.fromkeys(c for c in (self.text, self.id, *self.keep) if c))
+
+
+def read_blocks(path: Path, fmt: str, columns: Columns, block_rows: int, skip: int = 0) -> Iterator[Block]:
     """Rows of one file after the first ``skip``, in order, never more than ``block_rows`` in memory."""
     reader = {"jsonl": _jsonl_blocks, "text": _text_blocks, "csv": _csv_blocks, "parquet": _parquet_blocks}[fmt]
-    yield from reader(path, text_column, id_column, block_rows, skip)
+    yield from reader(path, columns, block_rows, skip)
 
 
 def _lines(path: Path, block_rows: int, skip: int) -> Iterator[list[bytes]]:
@@ -140,94 +142,136 @@ def _lines(path: Path, block_rows: int, skip: int) -> Iterator[list[bytes]]:
             yield block
 
 
-def _text_blocks(path: Path, text_column: str, id_column: str | None, block_rows: int, skip: int) -> Iterator[Block]:
+def _text_blocks(path: Path, columns: Columns, block_rows: int, skip: int) -> Iterator[Block]:
     for lines in _lines(path, block_rows, skip):
         yield Block([line.rstrip(b"\r\n") for line in lines], None)
 
 
-def _jsonl_blocks(path: Path, text_column: str, id_column: str | None, block_rows: int, skip: int
-                  ) -> Iterator[Block]:
+def _jsonl_blocks(path: Path, columns: Columns, block_rows: int, skip: int) -> Iterator[Block]:
     for lines in _lines(path, block_rows, skip):
-        values, ids = [], []
-        for line in lines:
-            value, ident = parse_json_line(line, text_column, id_column)
-            values.append(value)
-            ids.append(ident)
-        yield Block(values, ids if id_column else None)
+        yield json_block([parse_json_record(line) for line in lines], columns)
+
+
+def json_block(records: list[dict[str, Any] | BadJson], columns: Columns) -> Block:
+    """Parsed JSONL lines -> a Block; a bad line's text is its BadJson, its id and kept values None."""
+    values = [r if isinstance(r, BadJson) else r.get(columns.text) for r in records]
+    ids = [None if isinstance(r, BadJson) else r.get(columns.id) for r in records] if columns.id else None
+    kept = {name: [None if isinstance(r, BadJson) else json_cell(r.get(name)) for r in records]
+            for name in columns.keep}
+    return Block(values, ids, kept)
 
 
 def parse_json_line(line: bytes | str, text_column: str, id_column: str | None) -> tuple[Any, Any]:
     """One JSONL line -> (text value, id value); a broken line becomes a BadJson value, never an exception."""
+    record = parse_json_record(line)
+    if isinstance(record, BadJson):
+        return record, None
+    return record.get(text_column), record.get(id_column) if id_column else None
+
+
+def parse_json_record(line: bytes | str) -> dict[str, Any] | BadJson:
+    """One JSONL line -> its object, or a BadJson saying why it is none, never an exception."""
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
         except UnicodeDecodeError:
-            return BadJson("undecodable bytes (not UTF-8)"), None
+            return BadJson("undecodable bytes (not UTF-8)")
     if not line.strip():
-        return BadJson("empty line"), None
+        return BadJson("empty line")
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        return BadJson(f"invalid JSON ({err.msg} at column {err.colno})"), None
+        return BadJson(f"invalid JSON ({err.msg} at column {err.colno})")
     except RecursionError:  # e.g. 100,000 nested brackets: the C scanner recurses once per level
-        return BadJson("invalid JSON (nested deeper than Python's recursion limit)"), None
+        return BadJson("invalid JSON (nested deeper than Python's recursion limit)")
     except ValueError as err:  # e.g. a 5,000-digit integer: over sys.get_int_max_str_digits()
-        return BadJson(f"invalid JSON ({row_error(err)})"), None
+        return BadJson(f"invalid JSON ({row_error(err)})")
     if not isinstance(record, dict):
-        return BadJson(f"line is a JSON {type(record).__name__}, not an object"), None
-    return record.get(text_column), record.get(id_column) if id_column else None
+        return BadJson(f"line is a JSON {type(record).__name__}, not an object")
+    return record
 
 
-def check_columns(paths: list[Path], fmt: str, text_column: str, id_column: str | None) -> None:
-    """Parquet footers and CSV headers name their columns: a wrong --text-column fails before any output."""
+def check_columns(paths: list[Path], fmt: str, columns: Columns) -> None:
+    """Parquet footers and CSV headers name their columns: a wrong --text-column or --keep-columns fails before
+    any output."""
+    if fmt == "text" and columns.keep:
+        raise InputError("plain text inputs have no columns to keep: drop --keep-columns, or use JSONL, CSV or Parquet")
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         for path in paths:
-            _check_columns(path, pq.read_schema(path).names, text_column, id_column)
+            _check_columns(path, pq.read_schema(path).names, columns)
     elif fmt == "csv":
         import pyarrow.csv as pcsv
 
         for path in paths:
             header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16)).schema.names
-            _check_columns(path, header, text_column, id_column)
+            _check_columns(path, header, columns)
     elif fmt == "jsonl":  # keys may vary per line: only a first line without them is taken as a wrong option
         with open(paths[0], "rb") as f:
             try:
                 first = json.loads(f.readline() or b"{}")
             except ROW_ERRORS:  # a poison first line is that row's error, not a wrong option
                 return
-        if isinstance(first, dict) and first and text_column not in first:
-            raise InputError(f"the first line of {paths[0].name} has no key {text_column!r} (it has "
-                             f"{', '.join(map(str, first))}): set --text-column")
+        if isinstance(first, dict) and first:
+            _check_columns(paths[0], list(map(str, first)), replace(columns, id=None), "the first line of ")
 
 
-def _check_columns(path: Path, names: list[str], text_column: str, id_column: str | None) -> None:
-    for col in filter(None, (text_column, id_column)):
-        if col not in names:
-            flag = "--text-column" if col == text_column else "--id-column"
-            raise InputError(f"{path.name} has no column {col!r} (it has {', '.join(names)}): set {flag}")
+def _check_columns(path: Path, names: list[str], columns: Columns, where: str = "") -> None:
+    flags = [(columns.text, "--text-column"), (columns.id, "--id-column")]
+    flags += [(k, "--keep-columns") for k in columns.keep]
+    for col, flag in flags:
+        if col is not None and col not in names:
+            what = "key" if where else "column"
+            raise InputError(f"{where}{path.name} has no {what} {col!r} (it has {', '.join(names)}): "
+                             f"{'fix' if flag == '--keep-columns' else 'set'} {flag}")
 
 
-def _csv_blocks(path: Path, text_column: str, id_column: str | None, block_rows: int, skip: int) -> Iterator[Block]:
+def kept_types(paths: list[Path], fmt: str, keep: tuple[str, ...]) -> dict[str, Any]:
+    """The Arrow type of each kept column, the same in every shard: Parquet's own (every file must agree; a
+    column that is all null in one file takes the others' type), a string for CSV and JSONL (no types there)."""
+    import pyarrow as pa
+
+    if fmt != "parquet":
+        return {name: pa.string() for name in keep}
+    import pyarrow.parquet as pq
+
+    schemas = [(path, pq.read_schema(path)) for path in paths]
+    types: dict[str, Any] = {}
+    for name in keep:
+        seen = [(path, schema.field(name).type) for path, schema in schemas]
+        typed = [(path, t) for path, t in seen if t != pa.null()] or seen[:1]
+        (first, want), *rest = typed
+        odd = next(((path, t) for path, t in rest if t != want), None)
+        if odd is not None:
+            raise InputError(f"kept column {name!r} is {want} in {first.name} but {odd[1]} in {odd[0].name}: cast it "
+                             "to one type in every file, or drop it from --keep-columns")
+        types[name] = want
+    return types
+
+
+def csv_convert_options(columns: Columns) -> Any:
+    """Binary columns: pyarrow checks UTF-8 per block; decoding each value ourselves makes a bad byte one bad row."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    # Binary columns: pyarrow checks UTF-8 per block; decoding each value here makes a bad byte one bad row.
-    wanted = [c for c in (text_column, id_column) if c]
-    convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in wanted}, include_columns=wanted)
-    reader = pcsv.open_csv(path, convert_options=convert)
-    yield from _rebatch(_arrow_batches(reader), text_column, id_column, block_rows, skip)
+    wanted = columns.read()
+    return pcsv.ConvertOptions(column_types={c: pa.binary() for c in wanted}, include_columns=wanted)
 
 
-def _parquet_blocks(path: Path, text_column: str, id_column: str | None, block_rows: int, skip: int
-                    ) -> Iterator[Block]:
+def _csv_blocks(path: Path, columns: Columns, block_rows: int, skip: int) -> Iterator[Block]:
+    import pyarrow.csv as pcsv
+
+    reader = pcsv.open_csv(path, convert_options=csv_convert_options(columns))
+    yield from _rebatch(_arrow_batches(reader), columns, csv_cell, block_rows, skip)
+
+
+def _parquet_blocks(path: Path, columns: Columns, block_rows: int, skip: int) -> Iterator[Block]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    columns = [c for c in (text_column, id_column) if c]
-    yield from _rebatch(pf.iter_batches(batch_size=block_rows, columns=columns), text_column, id_column,
-                        block_rows, skip)
+    batches = pf.iter_batches(batch_size=block_rows, columns=columns.read())
+    yield from _rebatch(batches, columns, cell_converter("parquet"), block_rows, skip)
 
 
 def _arrow_batches(reader: Any) -> Iterator[Any]:
@@ -238,31 +282,29 @@ def _arrow_batches(reader: Any) -> Iterator[Any]:
             return
 
 
-def _rebatch(batches: Iterator[Any], text_column: str, id_column: str | None, block_rows: int, skip: int
+def _rebatch(batches: Iterator[Any], columns: Columns, cell: Callable[[Any], Any], block_rows: int, skip: int
              ) -> Iterator[Block]:
     """Arrow record batches of any size -> Blocks of ``block_rows`` after skipping ``skip`` rows."""
     values: list[Any] = []
     ids: list[Any] = []
+    kept: dict[str, list[Any]] = {name: [] for name in columns.keep}
     for batch in batches:
         if skip >= batch.num_rows:
             skip -= batch.num_rows
             continue
         batch, skip = batch.slice(skip), 0
-        values.extend(batch.column(text_column).to_pylist())
-        if id_column:
-            ids.extend(batch.column(id_column).to_pylist())
+        values.extend(batch.column(columns.text).to_pylist())
+        if columns.id:
+            ids.extend(batch.column(columns.id).to_pylist())
+        for name in columns.keep:
+            kept[name].extend(map(cell, batch.column(name).to_pylist()))
         while len(values) >= block_rows:
-            yield Block(values[:block_rows], ids[:block_rows] if id_column else None)
+            yield Block(values[:block_rows], ids[:block_rows] if columns.id else None,
+                        {name: v[:block_rows] for name, v in kept.items()})
             values, ids = values[block_rows:], ids[block_rows:]
+            kept = {name: v[block_rows:] for name, v in kept.items()}
     if values:
-        yield Block(values, ids if id_column else None)
-
-
-def row_error(err: BaseException) -> str:
-    """A row's exception as a short reason: its first clause (Python's int-limit message goes on to
-    suggest sys.set_int_max_str_digits(), which is no fix for a corpus job)."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text.split(";")[0][:200]
+        yield Block(values, ids if columns.id else None, kept)
 
 
 def clean_row(value: Any, ident: Any, user_ids: bool) -> tuple[str | None, Any, str | None]:
@@ -285,7 +327,7 @@ def clean_row(value: Any, ident: Any, user_ids: bool) -> tuple[str | None, Any, 
 
 def clean_text(value: Any) -> tuple[str | None, str | None]:
     """(text, None) for a usable row, (None, reason) for a bad one."""
-    if isinstance(value, BadJson):
+    if isinstance(value, BadValue):
         return None, value.reason
     if value is None:
         return None, "missing text"

@@ -24,11 +24,19 @@ from polyglot_onnx.jobs import runfile
 from polyglot_onnx.jobs.chunks import Chunk, Position, iter_chunks
 from polyglot_onnx.jobs.codecs import Codec, calibrate
 from polyglot_onnx.jobs.encode import ChunkEncoder, Encoded, vector_width
-from polyglot_onnx.jobs.inputs import check_columns, count_rows, detect_format, fingerprint, resolve_inputs
+from polyglot_onnx.jobs.inputs import (
+    Columns,
+    check_columns,
+    count_rows,
+    detect_format,
+    fingerprint,
+    kept_types,
+    resolve_inputs,
+)
 from polyglot_onnx.jobs.ledger import ShardInfo, commit_shard, gaps, verify_shards
 from polyglot_onnx.jobs.options import JobOptions
 from polyglot_onnx.jobs.progress import JobProgress
-from polyglot_onnx.jobs.shards import build_table, merge_errors, schema
+from polyglot_onnx.jobs.shards import ShardColumns, build_table, merge_errors, schema
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Plan:
     redo: list[tuple[Position, int]]  # runs of deleted (damaged) shards before ``start``: (start, chunks)
     codec: Codec | None = None
     lock: Any = None  # the open lock file: held while this process runs the job
+    kept: dict[str, Any] | None = None  # Arrow type of each --keep-columns column, from the inputs
 
     @property
     def user_ids(self) -> bool:
@@ -55,6 +64,37 @@ class Plan:
     @property
     def width(self) -> int:
         return vector_width(self.embedder, self.options.output, self.options.dimensions)
+
+    @property
+    def input_columns(self) -> Columns:
+        o = self.options
+        return Columns(o.text_column, o.id_column, o.keep_columns)
+
+    @property
+    def shard_columns(self) -> ShardColumns:
+        return ShardColumns(self.options.output, self.user_ids, self.options.vector_column,
+                            tuple((self.kept or {}).items()))
+
+    def column_types(self, codec: Codec) -> dict[str, str]:
+        """The shards' schema as _run.json records it: column name -> Arrow type."""
+        return {f.name: str(f.type) for f in schema(codec, self.shard_columns)}
+
+    def provenance(self, encoded: Encoded) -> dict[str, str]:
+        """Flat key-value metadata in every shard: what made its vectors, so vectors of different models,
+        variants, options or codecs are never mixed unnoticed (polars, DuckDB and pyarrow read these keys)."""
+        package, codec = self.run["package"], self.codec
+        return {
+            "polyglot.model": str(package["model"]),
+            "polyglot.variant": str(package["variant"]),
+            "polyglot.manifest_sha256": str(package["manifest_sha256"]),
+            "polyglot.graph_sha256": str(package.get("graph_sha256", "")),
+            "polyglot.provider": encoded.provider or str(package["provider"]),
+            "polyglot.options_sha256": str(self.run["fingerprint"]["options_sha256"]),
+            "polyglot.dtype": codec.dtype if codec else self.options.dtype,
+            "polyglot.dimension": str(self.width),
+            "polyglot.vector_column": self.options.vector_column,
+            "polyglot.run_id": str(self.run.get("run_id", "")),
+        }
 
 
 def _versions() -> dict[str, str]:
@@ -95,7 +135,8 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
     out = Path(out_dir).expanduser()
     paths = resolve_inputs(inputs)
     fmt = detect_format(paths, options.format)
-    check_columns(paths, fmt, options.text_column, options.id_column)
+    check_columns(paths, fmt, Columns(options.text_column, options.id_column, options.keep_columns))
+    kept = kept_types(paths, fmt, options.keep_columns)
     threads = options.threads if options.engine == "local" else 1
     embedder = Embedder.load(package, provider=options.provider, variant=options.variant, threads=threads)
     encoder = ChunkEncoder(embedder, options)  # validates long_text support early
@@ -108,6 +149,7 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
         "status": "running",
         "package": {"path": str(Path(package).resolve()), "model": manifest.model.name,
                     "architecture": manifest.model.architecture, "variant": embedder.variant,
+                    "graph_sha256": _graph_sha256(embedder),
                     "dimension": vector_width(embedder, options.output, options.dimensions),
                     "provider": embedder.provider, "manifest_sha256": manifest_sha256,
                     "prompt": encoder.prompt},  # what was prepended to every text (explicit, named or default)
@@ -131,6 +173,7 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
     else:
         runfile.check_same_job(previous, run, out)
         run["codec"], run["sessions"] = previous.get("codec"), previous.get("sessions", [])
+        run["format"] = previous["format"]  # a format 1 run keeps its shards where they are
         # A run started before shards had ledger entries gets a new id: its unverifiable shards are redone.
         run["run_id"] = previous.get("run_id", run["run_id"])
         if previous.get("status") == "complete":
@@ -144,7 +187,14 @@ def plan_job(package: str | os.PathLike[str], inputs: Any, out_dir: str | os.Pat
     except BaseException:
         lock.close()
         raise
-    return Plan(Path(package), out, options, paths, fmt, embedder, run, start, shards, redo, codec, lock=lock)
+    return Plan(Path(package), out, options, paths, fmt, embedder, run, start, shards, redo, codec, lock=lock,
+                kept=kept)
+
+
+def _graph_sha256(embedder: Any) -> str:
+    """The sha256 the manifest records for the variant's graph file ("" if it records none)."""
+    files = getattr(embedder.engine.package.variant, "files", None) or []
+    return str(files[0].sha256) if files else ""
 
 
 def _verified(out: Path, run: dict[str, Any]) -> tuple[dict[int, ShardInfo], list[tuple[Position, int]], Position]:
@@ -178,7 +228,7 @@ class Committer:
             sample = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
         codec = calibrate(plan.options.dtype, plan.width, sample)
         plan.run["codec"] = codec.metadata()
-        plan.run["columns"] = {f.name: str(f.type) for f in schema(codec, plan.options.output, plan.user_ids)}
+        plan.run["columns"] = plan.column_types(codec)
         runfile.write_run(plan.out_dir, plan.run)  # persisted before the first shard that uses it
         return codec
 
@@ -200,7 +250,7 @@ class Committer:
                       "embedded": len(chunk) - len(bad), "errors": len(bad), "tokens": int(encoded.n_tokens.sum()),
                       "truncated": int(encoded.truncated.sum()), "end": chunk.end.__dict__},
         }
-        table = build_table(chunk, encoded, plan.codec, plan.options.output, plan.user_ids, meta)
+        table = build_table(chunk, encoded, plan.codec, plan.shard_columns, meta, plan.provenance(encoded))
         plan.shards[chunk.index] = commit_shard(plan.out_dir, chunk, table, plan.run)
         self.committed += 1
         self.rows += len(chunk)
@@ -211,8 +261,7 @@ def encode_chunks(plan: Plan, progress: JobProgress, start: Position | None = No
     """The local engine: stream ``count`` chunks (default: all) from ``start`` (default: after the last
     verified shard) and encode each in this process."""
     encoder = ChunkEncoder(plan.embedder, plan.options)
-    o = plan.options
-    chunks = iter_chunks(plan.paths, plan.fmt, o.text_column, o.id_column, o.shard_size,
+    chunks = iter_chunks(plan.paths, plan.fmt, plan.input_columns, plan.options.shard_size,
                          plan.start if start is None else start)
     for chunk in islice(chunks, count):
         texts = [t for t in chunk.texts if t is not None]
@@ -266,14 +315,14 @@ def finish(plan: Plan, started: float, committer: Committer) -> dict[str, Any]:
     if plan.codec is None:  # an empty input: still a valid, complete run
         plan.codec = calibrate(plan.options.dtype, plan.width, np.zeros((0, 1)))
         plan.run["codec"] = plan.codec.metadata()
-    plan.run["columns"] = {f.name: str(f.type) for f in schema(plan.codec, plan.options.output, plan.user_ids)}
+    plan.run["columns"] = plan.column_types(plan.codec)
     counts = runfile.totals([s.meta for s in shards])
     merged = merge_errors(plan.out_dir)
     if merged != counts["errors"]:
         raise JobError(f"{plan.out_dir}: {merged} rows in _errors/ but {counts['errors']} counted in the shards: "
                        "the output was edited by hand; use a new --out")
     o = plan.options
-    budget = o.batch_tokens(plan.embedder.engine.manifest.model.hidden_size)
+    budget = o.batch_tokens(plan.embedder.model.hidden_size)
     settings = {"threads": o.threads, "provider": plan.embedder.provider, "max_batch_tokens": budget}
     if o.engine == "ray":
         settings.update(actors=o.actors, cpus_per_actor=o.cpus_per_actor, ray_address=o.ray_address)

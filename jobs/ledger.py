@@ -1,10 +1,10 @@
 """The ledger: a sealed entry per committed shard, so that a resume trusts only the shards it can verify.
 
 Shard k is committed in three atomic writes (temp file, fsync, rename, directory fsync): its bad rows to
-``_errors/part-0000k.jsonl``, the shard to ``part-0000k.parquet``, then its entry to
-``_ledger/part-0000k.json``. The entry is the commit point. It names the run (``run_id`` and the job's
-fingerprints), the shard's rows and where the input stands after it, and the size and sha256 of the shard
-and of its errors part; it is sealed with a sha256 of its own content.
+``_errors/part-0000k.jsonl``, the shard to ``data/part-0000k.parquet`` (beside ``_run.json`` in a format 1
+run), then its entry to ``_ledger/part-0000k.json``. The entry is the commit point. It names the run
+(``run_id`` and the job's fingerprints), the shard's rows and where the input stands after it, and the size
+and sha256 of the shard and of its errors part; it is sealed with a sha256 of its own content.
 
 A new run re-hashes every committed shard before it trusts it. A shard with flipped bytes, a zeroed page
 or a cut tail, one copied in from another run, or one whose entry is damaged or missing (a run killed
@@ -24,6 +24,7 @@ from typing import Any
 
 from polyglot_onnx.errors import JobError
 from polyglot_onnx.jobs.chunks import Chunk, Position
+from polyglot_onnx.jobs.runfile import data_dir
 from polyglot_onnx.jobs.shards import ERRORS_DIR, META_KEY, crash_point, fsync_dir, shard_name, write_atomic
 
 LEDGER_DIR = "_ledger"
@@ -101,7 +102,9 @@ def commit_shard(out_dir: Path, chunk: Chunk, table: Any, run: dict[str, Any]) -
     sink = pa.BufferOutputStream()  # serialized once: the bytes written are the bytes hashed
     pq.write_table(table, sink)
     data = sink.getvalue()
-    write_atomic(out_dir / shard_name(chunk.index), lambda f: f.write(data))
+    shards = data_dir(out_dir, run)
+    ensure_dir(shards)
+    write_atomic(shards / shard_name(chunk.index), lambda f: f.write(data), tmp_dir=out_dir)
     crash_point("after_shard")
     meta = json.loads(table.schema.metadata[META_KEY])
     entry = {"format": ENTRY_FORMAT, "run_id": run["run_id"], "fingerprint": run["fingerprint"],
@@ -132,7 +135,7 @@ def entry_problem(out_dir: Path, index: int, entry: dict[str, Any] | None, run: 
         return "its ledger entry is damaged or missing"
     if entry["run_id"] != run["run_id"] or entry["fingerprint"] != run["fingerprint"]:
         return "it belongs to another run"
-    got = file_digest(out_dir / shard_name(index))
+    got = file_digest(data_dir(out_dir, run) / shard_name(index))
     want = entry["shard"]
     if got is None:
         return "its file is missing"
@@ -151,20 +154,21 @@ def _index(name: str, pattern: re.Pattern[str]) -> int:
     return int(found.group(1)) if found else -1
 
 
-def _discard(out_dir: Path, index: int) -> None:
+def _discard(out_dir: Path, shards: Path, index: int) -> None:
     """Entry first: were this interrupted, what is left is an uncommitted shard, which is redone again."""
-    for path in (entry_path(out_dir, index), out_dir / shard_name(index), errors_path(out_dir, index)):
+    for path in (entry_path(out_dir, index), shards / shard_name(index), errors_path(out_dir, index)):
         path.unlink(missing_ok=True)
 
 
 def verify_shards(out_dir: Path, run: dict[str, Any]) -> dict[int, ShardInfo]:
     """The shards that verify, by index. Deletes the rest (damaged, foreign, uncommitted) with a warning,
     leftover temporary files, and errors parts no verified shard owns, so their rows are redone."""
-    for stray in [*out_dir.glob(".*.tmp-*"), *out_dir.glob(f"{ERRORS_DIR}/.*.tmp-*"),
-                  *out_dir.glob(f"{LEDGER_DIR}/.*.tmp-*")]:
+    folder = data_dir(out_dir, run)
+    for stray in {*out_dir.glob(".*.tmp-*"), *out_dir.glob(f"{ERRORS_DIR}/.*.tmp-*"),
+                  *out_dir.glob(f"{LEDGER_DIR}/.*.tmp-*"), *folder.glob(".*.tmp-*")}:
         stray.unlink()
     shards: dict[int, ShardInfo] = {}
-    for path in sorted(out_dir.glob("part-*.parquet")):
+    for path in sorted(folder.glob("part-*.parquet")):
         index = _index(path.name, _SHARD)
         if path.name != shard_name(index):
             raise JobError(f"{out_dir} has {path.name}, which embed-corpus never writes: the output was edited by "
@@ -175,8 +179,8 @@ def verify_shards(out_dir: Path, run: dict[str, Any]) -> dict[int, ShardInfo]:
             shards[index] = ShardInfo(index, entry["meta"])
             continue
         log.warning("embed-corpus: %s in %s is not trusted, %s; deleted, its rows are redone",
-                    path.name, out_dir, problem)
-        _discard(out_dir, index)
+                    path.name, folder, problem)
+        _discard(out_dir, folder, index)
     _remove_orphans(out_dir, shards)
     return shards
 

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.runtime.providers import check_threads
 
 OUTPUTS = ("sentence", "token", "word")
 POOLINGS = ("mean", "cls")
@@ -19,6 +20,8 @@ FORMATS = ("jsonl", "parquet", "csv", "text")
 COMPARED = ("format", "text_column", "id_column", "output", "pooling", "normalize", "long_text", "dtype", "shard_size")
 # Compared too, but only when set: a run started before these options existed keeps its options hash.
 COMPARED_IF_SET = ("prompt_name", "prompt", "dimensions")
+# Compared only when not their default, for the same reason: the shards' column names and extra columns.
+VECTOR_COLUMN = "embedding"
 
 # --max-batch-tokens auto: padded tokens per onnxruntime call = AUTO_TOKEN_WIDTH / hidden size, as a power
 # of two in [256, 8192]. A call's activations are tokens x hidden x a few; once a batch's activations
@@ -61,8 +64,19 @@ class JobOptions:
     prompt_name: str | None = None  # None: the package's default prompt, if it has one
     prompt: str | None = None  # wins over prompt_name; "" embeds without any prompt
     dimensions: int | None = None  # Matryoshka: keep the first N dimensions, then normalize
+    vector_column: str = VECTOR_COLUMN  # LanceDB looks for "vector"
+    keep_columns: tuple[str, ...] = ()  # input columns copied into the shards as they are
 
     def __post_init__(self) -> None:
+        if isinstance(self.keep_columns, str):  # "text,lang" from the Python API, as the CLI takes it
+            object.__setattr__(self, "keep_columns", split_columns([self.keep_columns]))
+        elif not isinstance(self.keep_columns, tuple):
+            object.__setattr__(self, "keep_columns", tuple(self.keep_columns))
+        self._check_choices()
+        self._check_numbers()
+        self._check_columns()
+
+    def _check_choices(self) -> None:
         choices = {"output": OUTPUTS, "dtype": DTYPES, "long_text": LONG_TEXT, "engine": ENGINES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -71,22 +85,46 @@ class JobOptions:
             raise InputError(f"unknown input format {self.format!r}: choose one of {', '.join(FORMATS)}")
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise InputError(f"unknown pooling {self.pooling!r}: choose mean or cls")
+        if self.output != "sentence" and self.dtype == "binary":
+            raise InputError("--dtype binary is for sentence vectors only: use float32, float16 or int8 with --output "
+                             f"{self.output}")
+
+    def _check_numbers(self) -> None:
         for name in ("max_batch_tokens", "shard_size", "actors", "cpus_per_actor"):
             value = getattr(self, name)
             if name == "max_batch_tokens" and value is None:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise InputError(f"threads must be a positive integer, got {self.threads!r}")
+        check_threads(self.threads)
         if self.dimensions is not None and (isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int)
                                             or self.dimensions < 1):
             raise InputError(f"dimensions must be a positive integer, got {self.dimensions!r}")
         if self.dimensions is not None and self.output != "sentence":
             raise InputError("--dimensions is for sentence vectors only: drop it, or use --output sentence")
-        if self.output != "sentence" and self.dtype == "binary":
-            raise InputError("--dtype binary is for sentence vectors only: use float32, float16 or int8 with --output "
-                             f"{self.output}")
+
+    def _check_columns(self) -> None:
+        """Output column names are checked here, before any input is read: a clash would fail the first shard."""
+        names = [self.vector_column, *self.keep_columns]
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise InputError(f"column names must be non-empty strings, got --vector-column {self.vector_column!r} and "
+                             f"--keep-columns {list(self.keep_columns)!r}")
+        job_columns = self.job_columns()
+        if self.vector_column in job_columns:
+            raise InputError(f"--vector-column {self.vector_column!r} is a column the job writes itself "
+                             f"({', '.join(job_columns)}): choose another name, e.g. vector")
+        twice = sorted({n for n in self.keep_columns if self.keep_columns.count(n) > 1})
+        if twice:
+            raise InputError(f"--keep-columns names {', '.join(twice)} twice: name each column once")
+        clash = [n for n in self.keep_columns if n in (*job_columns, self.vector_column)]
+        if clash:
+            raise InputError(f"--keep-columns {clash[0]!r} would collide with the shards' own {clash[0]!r} column: "
+                             "drop it from --keep-columns (or choose another --vector-column)")
+
+    def job_columns(self) -> tuple[str, ...]:
+        """The columns every shard has besides the vectors and the kept ones."""
+        labels = {"sentence": (), "token": ("tokens", "offsets"), "word": ("words", "offsets")}[self.output]
+        return ("id", *labels, "n_tokens", "truncated")
 
     def batch_tokens(self, hidden_size: int) -> int:
         """The batch budget this job runs with: the one asked for, or auto's for a model this wide."""
@@ -101,4 +139,13 @@ class JobOptions:
         data["format"] = fmt
         data["pooling"] = pooling if self.output == "sentence" else None
         data.update({name: getattr(self, name) for name in COMPARED_IF_SET if getattr(self, name) is not None})
+        if self.vector_column != VECTOR_COLUMN:
+            data["vector_column"] = self.vector_column
+        if self.keep_columns:
+            data["keep_columns"] = list(self.keep_columns)  # a list, as _run.json gives it back
         return data
+
+
+def split_columns(values: list[str] | None) -> tuple[str, ...]:
+    """--keep-columns a,b --keep-columns c -> ("a", "b", "c")."""
+    return tuple(name.strip() for value in values or [] for name in value.split(","))

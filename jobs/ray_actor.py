@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from polyglot_onnx.jobs.cells import cell_converter, kept_problem
 from polyglot_onnx.jobs.encode import ChunkEncoder, vector_width
-from polyglot_onnx.jobs.inputs import clean_row, parse_json_line
+from polyglot_onnx.jobs.inputs import Block, Columns, clean_row, json_block, parse_json_record
 
 try:  # Ray is an optional extra; this module is only imported by the Ray engine and its workers.
     from ray.data.datasource import FileBasedDatasource
@@ -48,27 +49,29 @@ class LinesDatasource(FileBasedDatasource):
             yield pa.table({"line": pa.array(lines, pa.binary())})
 
 
-def raw_values(batch: Any, fmt: str, text_column: str, id_column: str | None) -> tuple[list[Any], list[Any] | None]:
-    """(text values, id values) of one Ray batch, decoded as the local readers decode them."""
+def raw_values(batch: Any, fmt: str, columns: Columns) -> Block:
+    """Text values, id values and kept values of one Ray batch, decoded as the local readers decode them."""
     if fmt in ("text", "jsonl"):
         lines = batch.column("line").to_pylist()
         if fmt == "text":
-            return [line.rstrip(b"\r") for line in lines], None
-        parsed = [parse_json_line(line, text_column, id_column) for line in lines]
-        return [p[0] for p in parsed], [p[1] for p in parsed] if id_column else None
-    values = batch.column(text_column).to_pylist()
-    return values, batch.column(id_column).to_pylist() if id_column else None
+            return Block([line.rstrip(b"\r") for line in lines], None)
+        return json_block([parse_json_record(line) for line in lines], columns)
+    cell = cell_converter(fmt)
+    kept = {name: [cell(v) for v in batch.column(name).to_pylist()] for name in columns.keep}
+    return Block(batch.column(columns.text).to_pylist(),
+                 batch.column(columns.id).to_pylist() if columns.id else None, kept)
 
 
 class EmbedActor:
     """Loads the package once; each call embeds one batch of raw rows."""
 
-    def __init__(self, package: str, options: dict[str, Any], fmt: str) -> None:
+    def __init__(self, package: str, options: dict[str, Any], fmt: str, kept: dict[str, Any] | None = None) -> None:
         from polyglot_onnx import Embedder
         from polyglot_onnx.jobs.options import JobOptions
 
         self.options = JobOptions(**options)
         self.fmt = fmt
+        self.kept = kept or {}  # Arrow type of each kept column: every batch's table has the same schema
         o = self.options
         self.embedder = Embedder.load(package, provider=o.provider, variant=o.variant, threads=o.cpus_per_actor)
         self.encoder = ChunkEncoder(self.embedder, self.options)
@@ -77,10 +80,12 @@ class EmbedActor:
         import pyarrow as pa
 
         o = self.options
-        values, ids = raw_values(batch, self.fmt, o.text_column, o.id_column)
+        block = raw_values(batch, self.fmt, Columns(o.text_column, o.id_column, o.keep_columns))
+        values, ids = block.values, block.ids
         texts, reasons, out_ids = [], [], []
         for k, value in enumerate(values):
             text, ident, reason = clean_row(value, ids[k] if ids is not None else None, ids is not None)
+            reason = reason or kept_problem({name: cells[k] for name, cells in block.kept.items()})
             texts.append(text if reason is None else None)
             reasons.append(reason)
             out_ids.append(ident)
@@ -91,7 +96,12 @@ class EmbedActor:
         truncated = np.zeros(n, bool)
         n_tokens[good], truncated[good] = encoded.n_tokens, encoded.truncated
         columns = {"path": batch.column("path"), "reason": pa.array(reasons, pa.string()),
-                   "id": pa.array(out_ids, pa.string()), "n_tokens": n_tokens, "truncated": truncated}
+                   "id": pa.array(out_ids, pa.string()), "n_tokens": n_tokens, "truncated": truncated,
+                   "provider": pa.array([self.embedder.provider] * n, pa.string())}
+        if self.kept:  # one struct column: kept names may be anything, "path" and "reason" too
+            arrays = [pa.array([None if r else v for v, r in zip(block.kept[name], reasons)], kind)
+                      for name, kind in self.kept.items()]
+            columns["kept"] = pa.StructArray.from_arrays(arrays, names=list(self.kept))
         hidden = vector_width(self.embedder, o.output, o.dimensions)
         if o.output == "sentence":
             full = np.zeros((n, hidden), np.float32)

@@ -21,6 +21,7 @@ import numpy as np
 from polyglot_onnx.errors import DependencyError
 from polyglot_onnx.jobs.chunks import Chunk, Position
 from polyglot_onnx.jobs.encode import Encoded
+from polyglot_onnx.jobs.inputs import Columns, csv_convert_options
 from polyglot_onnx.jobs.progress import JobProgress
 
 RAY_BATCH_ROWS = 1024  # rows per actor call: small enough to spread a shard over actors
@@ -35,20 +36,15 @@ def _ray() -> Any:
     return ray
 
 
-def read_dataset(paths: list[str], fmt: str, text_column: str, id_column: str | None, block_rows: int) -> Any:
+def read_dataset(paths: list[str], fmt: str, columns: Columns, block_rows: int) -> Any:
     """Ray Data's readers, with a ``path`` column so the driver knows where each row came from."""
     ray = _ray()
-    columns = [c for c in (text_column, id_column) if c]
     # Readers reserve no CPU: the actors hold every CPU they asked for, and a reader waiting for one
     # would stall the pipeline (reading is light next to the model).
     if fmt == "parquet":
-        return ray.data.read_parquet(paths, columns=columns, include_paths=True, num_cpus=0)
+        return ray.data.read_parquet(paths, columns=columns.read(), include_paths=True, num_cpus=0)
     if fmt == "csv":
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-
-        convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in columns}, include_columns=columns)
-        return ray.data.read_csv(paths, convert_options=convert, include_paths=True, num_cpus=0)
+        return ray.data.read_csv(paths, convert_options=csv_convert_options(columns), include_paths=True, num_cpus=0)
     from polyglot_onnx.jobs.ray_actor import LinesDatasource
 
     return ray.data.read_datasource(LinesDatasource(paths, block_rows, include_paths=True), num_cpus=0)
@@ -71,10 +67,11 @@ def ray_chunks(plan: Any, progress: JobProgress) -> Iterator[tuple[Chunk, Encode
     files = [str(p) for p in plan.paths[plan.start.file_index:]]
     if not files:
         return
-    ds = read_dataset(files, plan.fmt, o.text_column, o.id_column, RAY_BATCH_ROWS)
+    ds = read_dataset(files, plan.fmt, plan.input_columns, RAY_BATCH_ROWS)
     actor_options = replace(o, variant=plan.embedder.variant, engine="local", show_progress=False).to_dict()
     ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"package": str(plan.package.resolve()),
-                                                           "options": actor_options, "fmt": plan.fmt},
+                                                           "options": actor_options, "fmt": plan.fmt,
+                                                           "kept": plan.kept},
                         batch_size=min(RAY_BATCH_ROWS, o.shard_size), batch_format="pyarrow",
                         compute=ray.data.ActorPoolStrategy(size=o.actors), num_cpus=o.cpus_per_actor)
     assembler = Assembler(plan)
@@ -139,18 +136,27 @@ class Assembler:
         ids = table.column("id").to_pylist() if user_ids else list(range(first, first + table.num_rows))
         chunk = Chunk(index=first // self.plan.options.shard_size, first_row=first, ids=ids,
                       texts=["" if r is None else None for r in reasons], reasons=reasons, end=self.position,
-                      places=places)
+                      places=places, kept=self._kept(table))
         good = np.array([r is None for r in reasons], dtype=bool)
         return chunk, self._encoded(table, good)
+
+    def _kept(self, table: Any) -> dict[str, list[Any]]:
+        """The kept columns' values, by column, from the actors' one struct column."""
+        keep = self.plan.options.keep_columns
+        if not keep:
+            return {}
+        kept = table.column("kept").combine_chunks()
+        return {name: kept.field(name).to_pylist() for name in keep}
 
     def _encoded(self, table: Any, good: np.ndarray) -> Encoded:
         n_tokens = np.asarray(table.column("n_tokens"))[good]
         truncated = np.asarray(table.column("truncated"))[good]
+        provider = ",".join(sorted(set(table.column("provider").to_pylist()))) or None  # actors on mixed nodes
         output = self.plan.options.output
         hidden = self.plan.width
         if output == "sentence":
             flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            return Encoded(flat.reshape(-1, hidden)[good], n_tokens, truncated)
+            return Encoded(flat.reshape(-1, hidden)[good], n_tokens, truncated, provider)
         label = "tokens" if output == "token" else "words"
         labels = table.column(label).to_pylist()
         offsets = table.column("offsets").to_pylist()
@@ -158,4 +164,4 @@ class Assembler:
         records = [SimpleNamespace(**{label: labels[i], "offsets": [tuple(x) for x in offsets[i]],
                                       "embeddings": np.asarray(vectors[i], np.float32).reshape(-1, hidden)})
                    for i in np.flatnonzero(good)]
-        return Encoded(records, n_tokens, truncated)
+        return Encoded(records, n_tokens, truncated, provider)

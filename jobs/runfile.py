@@ -5,6 +5,11 @@ the same --out compares three sha256 fingerprints with the recorded ones and ref
   * manifest: manifest.json of the package (it names every graph file by its own sha256);
   * options:  the options that change the output (jobs.options.COMPARED), with the resolved variant;
   * inputs:   each input file's path, size and sha256 of its first and last 64 KiB.
+
+The format names the layout. Format 2 keeps the shards in ``OUT/data/`` and nothing else there, so every
+Parquet reader takes that folder as it is (polars reads every non-empty file under a folder it is given,
+whatever its name). Format 1 runs (earlier versions) have their shards beside this file; they resume,
+and stay, in that layout.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,14 @@ from polyglot_onnx.errors import JobError
 from polyglot_onnx.jobs.shards import write_atomic
 
 RUN_FILE = "_run.json"
-FORMAT = "polyglot-onnx-corpus/1"
+FORMAT = "polyglot-onnx-corpus/2"
+LEGACY_FORMAT = "polyglot-onnx-corpus/1"  # shards beside _run.json
+DATA_DIR = "data"
+
+
+def data_dir(out_dir: Path, run: Mapping[str, Any]) -> Path:
+    """Where a run's shards are: ``data/`` since format 2; the output folder itself in a format 1 run."""
+    return out_dir if run.get("format") == LEGACY_FORMAT else out_dir / DATA_DIR
 
 
 def digest(data: Any) -> str:
@@ -38,8 +51,8 @@ def read_run(out_dir: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise JobError(f"{path} is unreadable ({err}): use a new --out") from err
-    if data.get("format") != FORMAT:
-        raise JobError(f"{path} is not an embed-corpus run file: use a new --out")
+    if data.get("format") not in (FORMAT, LEGACY_FORMAT):
+        raise JobError(f"{path} is not an embed-corpus run file this version can read: use a new --out")
     return dict(data)
 
 

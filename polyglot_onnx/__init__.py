@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "FillMask": "polyglot_onnx.runtime",
     "FillMaskLimits": "polyglot_onnx.runtime",
+    "TextLimits": "polyglot_onnx.runtime",
     "Embedder": "polyglot_onnx.runtime",
     "TokenEmbeddings": "polyglot_onnx.runtime",
     "Tokenized": "polyglot_onnx.runtime",
@@ -57,6 +58,7 @@ __all__ = [
     "ProviderError",
     "QuantizeError",
     "QuantizeOptions",
+    "TextLimits",
     "TokenEmbeddings",
     "Tokenized",
     "TruncationWarning",

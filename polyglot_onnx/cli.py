@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None, help="text file (one per line) or JSONL {text, language}; default built-in")
     p.add_argument("--variants", default=None, help="comma-separated (default: every variant but the reference)")
     p.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
-                   help="override a gate, e.g. top1_agreement=0.9 (repeatable; see README)")
+                   help="override a gate, e.g. top1_agreement=0.9 (repeatable; see docs/quantize.md)")
     p.add_argument("--localize", choices=["failing", "always", "never"], default="failing",
                    help="per-layer divergence search (default: for failing variants)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the full report as JSON")

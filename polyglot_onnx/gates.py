@@ -18,7 +18,7 @@ DIRECTIONS: dict[str, str] = {
     "nonfinite": "max",
 }
 
-# Default gates per variant (README "Drift gates"); every language must pass, not just the mean.
+# Default gates per variant (docs/quantize.md); every language must pass, not just the mean.
 DEFAULT_GATES: dict[str, dict[str, float]] = {
     "fp32": {"sentence_cosine_min": 0.9999, "top1_agreement": 0.99, "kl_mean": 1e-4, "nonfinite": 0},
     "fp16": {"sentence_cosine_min": 0.999, "top1_agreement": 0.95, "kl_mean": 0.005, "nonfinite": 0},

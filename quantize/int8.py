@@ -24,7 +24,7 @@ from polyglot_onnx.quantize.embedding import QuantizeTiedEmbedding, contrib_outp
 
 @dataclass(frozen=True)
 class Int8Options:
-    """Why these defaults: see the drift figures in README (per-channel lowers drift at no speed cost)."""
+    """Why these defaults: see the drift figures in benchmarks/README.md (per-channel lowers drift at no speed cost)."""
 
     per_channel: bool = True
     reduce_range: bool = False

@@ -5,5 +5,6 @@ It reads a package directory and imports neither the export nor the quantize sta
 
 from polyglot_onnx.runtime.embedder import Embedder, TokenEmbeddings, Tokenized, WordEmbeddings
 from polyglot_onnx.runtime.fill_mask import FillMask, FillMaskLimits
+from polyglot_onnx.runtime.text import TextLimits
 
-__all__ = ["Embedder", "FillMask", "FillMaskLimits", "TokenEmbeddings", "Tokenized", "WordEmbeddings"]
+__all__ = ["Embedder", "FillMask", "FillMaskLimits", "TextLimits", "TokenEmbeddings", "Tokenized", "WordEmbeddings"]

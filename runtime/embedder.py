@@ -5,16 +5,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError
 from polyglot_onnx.runtime import sentence_options as opts
-from polyglot_onnx.runtime.engine import EngineClient
+from polyglot_onnx.runtime.client import EngineClient
+from polyglot_onnx.runtime.engine import Engine
 from polyglot_onnx.runtime.long_text import check_mode, run_windowed
-from polyglot_onnx.runtime.text import as_text_list, dropped_tokens, length_sorted_batches, pad_ids
+from polyglot_onnx.runtime.text import (
+    DEFAULT_TEXT_LIMITS,
+    TextLimits,
+    as_text_list,
+    dropped_tokens,
+    length_sorted_batches,
+    pad_ids,
+)
 
 # "sentence-transformers": the checkpoint's modules.json pipeline (Pooling -> Dense -> Normalize) in the graph
 POOLING_OUTPUTS: dict[str, str] = {
@@ -71,11 +79,25 @@ class WordEmbeddings:
 
 def _normalized(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+    out: np.ndarray = x / np.maximum(norm, 1e-12)
+    return out
 
 
 class Embedder(EngineClient):
-    """Sentence vectors for search and clustering; token and word vectors for alignment and tagging."""
+    """Sentence vectors for search and clustering; token and word vectors for alignment and tagging.
+
+    ``limits`` (``Embedder.load(path, limits=TextLimits(...))``) bound one call's long-text work and
+    prompt; the server passes the same object.
+    """
+
+    def __init__(self, engine: Engine, limits: TextLimits = DEFAULT_TEXT_LIMITS) -> None:
+        if not isinstance(limits, TextLimits):
+            raise InputError(f"limits must be a TextLimits, not {type(limits).__name__}")
+        super().__init__(engine)
+        self.limits = limits
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"limits": vars(self.limits).copy()}
 
     @property
     def dimension(self) -> int:
@@ -124,6 +146,8 @@ class Embedder(EngineClient):
                   prompt: str | None) -> Tokenized:
         check_mode(long_text)
         items, _ = as_text_list(texts)
+        if isinstance(prompt, str):
+            self.limits.check_prompt(prompt)
         items = opts.with_prompt(items, opts.resolve_prompt(self.engine.manifest.model, prompt_name, prompt))
         # user -> encode / tokenize -> _tokenize -> text.encode: the TruncationWarning names the user's line
         encodings = self.engine.text.encode(items, truncating=long_text == "truncate", stacklevel=4)
@@ -216,19 +240,18 @@ class Embedder(EngineClient):
         stride: int | None,
     ) -> Any:
         """Long texts as overlapping windows merged back token by token (runtime/long_text.py)."""
-        if output == "sentence" and pooling not in ("mean", "cls"):  # a Dense/Normalize head needs one pass
-            raise InputError(
-                f"long_text='window' pools a long text's merged tokens by mean or CLS, not by this package's "
-                f"{pooling!r} pipeline: use long_text='truncate', or pooling='cls'"
-            )
+        if output == "sentence":
+            check_window_pooling(pooling)
         docs, pooled, hidden = run_windowed(
-            self.engine, encodings, batch_size, POOLING_OUTPUTS[pooling], stride, all_tokens=output != "sentence"
+            self.engine, encodings, batch_size, POOLING_OUTPUTS[pooling], stride, all_tokens=output != "sentence",
+            limits=self.limits,
         )
         if output == "sentence":
             out = np.stack(pooled).astype(np.float32)
             return _normalized(out) if normalize else out
         records: list[Any] = []
-        for text, doc, vectors in zip(items, docs, hidden):
+        for text, doc, rows in zip(items, docs, hidden):
+            vectors = cast(np.ndarray, rows)  # all_tokens=True above: every document's token rows are there
             record = _tokens(doc, vectors) if output == "token" else _words(text, doc, vectors)
             records.append(replace(record, embeddings=_normalized(record.embeddings)) if normalize else record)
         return records
@@ -257,6 +280,21 @@ class Embedder(EngineClient):
         for row, r in enumerate(rows):
             self.engine.ensure_finite(hidden[row, : len(r)], [row] * len(r))
         return [np.array(hidden[row, : len(r)]) for row, r in enumerate(rows)]
+
+
+def check_window_pooling(pooling: str) -> None:
+    """A long text's windows pool by mean or CLS over merged tokens; a Dense/Normalize head needs one pass."""
+    if pooling not in ("mean", "cls"):
+        raise InputError(
+            f"long_text='window' pools a long text's merged tokens by mean or CLS, not by this package's "
+            f"{pooling!r} pipeline: use long_text='truncate', or pooling='cls'"
+        )
+
+
+def word_embeddings(text: str, encoding: Any, vectors: np.ndarray) -> WordEmbeddings:
+    """Subword vectors mean-pooled per word (what output='word' gives), for callers that run the graph
+    themselves (the server's windows)."""
+    return _words(text, encoding, vectors)
 
 
 def _tokens(encoding: Any, vectors: np.ndarray) -> TokenEmbeddings:

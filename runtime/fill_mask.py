@@ -11,8 +11,9 @@ import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError, PolyglotError
-from polyglot_onnx.runtime.engine import Engine, EngineClient
-from polyglot_onnx.runtime.long_text import mask_rows, whole_documents
+from polyglot_onnx.runtime.client import EngineClient
+from polyglot_onnx.runtime.engine import Engine
+from polyglot_onnx.runtime.long_text import MaskRow, mask_rows, read_whole
 from polyglot_onnx.runtime.text import as_text_list, length_sorted_batches, pad_ids
 
 log = logging.getLogger("polyglot_onnx")
@@ -23,24 +24,45 @@ Best = tuple[np.ndarray, np.ndarray]  # one mask's (scores, token ids), best fir
 
 @dataclass(frozen=True)
 class FillMaskLimits:
-    """Per-call bounds (README "Limits"); the server passes the same object.
+    """Per-call bounds (docs/package-format.md "Limits"); the server passes the same object.
 
     Each mask costs a vocabulary-wide logits row and ``top_k`` decoded sequences, so an input made of
     thousands of masks would cost seconds and gigabytes; these bounds keep one call's cost small.
+    ``sequence_chars`` bounds the characters of the ``sequence`` strings one call returns (each
+    prediction repeats its text: top_k x masks x text length), checked before the graph runs.
     """
 
     masks_per_text: int = 32
     masks_per_call: int = 256
     top_k: int = 100
+    sequence_chars: int = 10_000_000
 
     def __post_init__(self) -> None:
-        for name in ("masks_per_text", "masks_per_call", "top_k"):
+        for name in ("masks_per_text", "masks_per_call", "top_k", "sequence_chars"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"FillMaskLimits.{name} must be a positive integer, got {value!r}")
 
 
 DEFAULT_LIMITS = FillMaskLimits()
+# Unknown targets named in the one warning a call logs about them.
+TARGET_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class MaskPlan:
+    """One call's work, decided (and checked against the limits) before the graph runs.
+
+    ``rows``: one per text within the maximum (all its masks), one per mask of a longer text (a window
+    centred on it); callers that batch on their own (the server) run ``rows`` in any grouping through
+    ``predict`` and hand the results back to ``answer``.
+    """
+
+    encodings: list[Any]
+    masks: list[np.ndarray]
+    rows: list[MaskRow]
+    single: bool
+    top_k: int
 
 
 class FillMask(EngineClient):
@@ -64,27 +86,58 @@ class FillMask(EngineClient):
         targets: str | Sequence[str] | None = None,
         batch_size: int = 32,
     ) -> list[Any]:
+        plan = self.plan(inputs, top_k)
+        target_ids = self.target_ids(targets) if targets is not None else None
+        predicted = self.predict([(ids, positions) for ids, positions, _ in plan.rows], top_k, target_ids, batch_size)
+        return self.answer(plan, predicted)
+
+    def plan(self, inputs: str | Sequence[str], top_k: int = 5, encodings: list[Any] | None = None) -> MaskPlan:
+        """Tokenize (unless ``encodings`` from ``encode`` are given) and check: masks, ``top_k`` and the size of
+        the answer, before any model work."""
         texts, single = as_text_list(inputs, "inputs")
         if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= self.limits.top_k:
             raise InputError(f"top_k must be an integer from 1 to {self.limits.top_k}, got {top_k!r}")
-        target_ids = self._target_ids(targets) if targets is not None else None
-        # A text over the maximum is read whole; each of its masks gets a window centred on it.
-        encodings = whole_documents(self.engine.text.encode(texts, truncating=False), self.engine.text.tokenizer)
+        if encodings is None:
+            encodings = self.encode(texts)
         masks = self._masks(encodings)
         rows = mask_rows(encodings, masks, self.engine.text.max_length)
-        best_of: dict[tuple[int, int], Best] = {}
+        self._check_answer_size(texts, encodings, rows, top_k)
+        return MaskPlan(encodings, masks, rows, single, top_k)
+
+    def encode(self, texts: list[str]) -> list[Any]:
+        """Each text's whole encoding: a text over the maximum is read whole (its ids only), and each of its
+        masks gets a window centred on it."""
+        return read_whole(self.engine.text, texts, detail=False)
+
+    def predict(
+        self,
+        rows: Sequence[tuple[Sequence[int], Sequence[int]]],
+        top_k: int,
+        target_ids: np.ndarray | None = None,
+        batch_size: int = 32,
+    ) -> list[list[Best]]:
+        """(ids, mask positions) rows -> per row, per position: (scores, token ids), best first."""
+        out: list[list[Best]] = [[] for _ in rows]
         for batch in length_sorted_batches([len(r[0]) for r in rows], batch_size):
             ids, attn = pad_ids([rows[r][0] for r in batch], self.engine.text.info.pad_token_id,
                                 self.engine.text.pad_to_multiple)
             width = ids.shape[1]
             positions = np.asarray([row * width + p for row, r in enumerate(batch) for p in rows[r][1]], np.int64)
-            slots = [slot for r in batch for slot in rows[r][2]]
-            best_of.update(zip(slots, self._best(ids, attn, positions, [i for i, _ in slots], top_k, target_ids)))
+            owners = [r for r in batch for _ in rows[r][1]]
+            for r, best in zip(owners, self._best(ids, attn, positions, owners, top_k, target_ids)):
+                out[r].append(best)
+        return out
+
+    def answer(self, plan: MaskPlan, predicted: Sequence[Sequence[Best]]) -> list[Any]:
+        """The pipeline's structure from ``predict``'s results for ``plan.rows`` (in the same order)."""
+        by_slot: dict[tuple[int, int], tuple[list[int], int, Best]] = {}
+        for (ids, positions, slots), bests in zip(plan.rows, predicted):
+            for position, slot, best in zip(positions, slots, bests):
+                by_slot[slot] = (ids, int(position), best)
         results: list[Any] = []
-        for i, enc in enumerate(encodings):
-            picked = [best_of[(i, k)] for k in range(len(masks[i]))]
-            results.append(self._format(enc.ids, masks[i], picked))
-        return results[0] if single else results
+        for i in range(len(plan.encodings)):
+            results.append(self._format([by_slot[(i, k)] for k in range(len(plan.masks[i]))]))
+        return results[0] if plan.single else results
 
     def _best(
         self,
@@ -128,13 +181,30 @@ class FillMask(EngineClient):
             )
         return masks
 
+    def _check_answer_size(self, texts: list[str], encodings: list[Any], rows: list[MaskRow], top_k: int) -> None:
+        """Each prediction's ``sequence`` repeats the text it fills (a long text's window, not the text)."""
+        chars = 0
+        for ids, positions, slots in rows:
+            i = slots[0][0]
+            per_token = len(texts[i]) / max(len(encodings[i].ids), 1)
+            chars += len(positions) * top_k * int(per_token * len(ids) + 1)
+        if chars > self.limits.sequence_chars:
+            raise InputError(
+                f"the answer would hold about {chars} characters of 'sequence' strings (top_k x masks x text "
+                f"length), over the limit of {self.limits.sequence_chars} per call (FillMaskLimits.sequence_chars): "
+                "lower top_k, or pass fewer masks or shorter texts per call"
+            )
+
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"limits": vars(self.limits).copy()}
 
-    def _format(self, ids: list[int], positions: np.ndarray, best: list[Best]) -> Any:
-        single_mask = len(positions) == 1
+    def _format(self, filled_masks: list[tuple[list[int], int, Best]]) -> Any:
+        """Per mask: (the ids it was predicted in, its position there, its best tokens). A text within the
+        maximum is its own ids; a longer text's mask was predicted in a window, and its ``sequence`` is
+        that window filled in (the document would repeat megabytes per prediction)."""
+        single_mask = len(filled_masks) == 1
         per_mask = []
-        for pos, (scores, tokens) in zip(positions, best):
+        for ids, pos, (scores, tokens) in filled_masks:
             preds = []
             for score, token_id in zip(scores, tokens):
                 token = int(token_id)
@@ -152,23 +222,32 @@ class FillMask(EngineClient):
             per_mask.append(preds)
         return per_mask[0] if single_mask else per_mask
 
-    def _target_ids(self, targets: str | Sequence[str]) -> np.ndarray:
-        """Vocabulary ids of ``targets``; a word outside the vocab is replaced by its first piece."""
+    def target_ids(self, targets: str | Sequence[str]) -> np.ndarray:
+        """Vocabulary ids of ``targets``; a word outside the vocab is replaced by its first piece.
+
+        Logged, as the transformers pipeline does, but once per call with a count and a few examples:
+        100,000 unknown targets must not write 100,000 lines.
+        """
         words, _ = as_text_list(targets, "targets")
         tok = self.engine.text.tokenizer
-        ids: dict[int, None] = {}  # ordered and O(1) per target: no quadratic dedupe on long target lists
-        for word in words:
-            tid = tok.token_to_id(word)
-            if tid is None:
-                pieces = tok.encode(word, add_special_tokens=False).ids
-                if not pieces:  # logged, as the transformers pipeline does: warnings would pile up per word
-                    log.warning("target %r produces no tokens; it is ignored", word[:80])
-                    continue
-                tid = pieces[0]
-                log.warning(
-                    "target %r is not in the vocabulary; scoring its first piece %r", word[:80], tok.id_to_token(tid)
-                )
-            ids[tid] = None
+        known = [tok.token_to_id(word) for word in words]
+        unknown = [i for i, tid in enumerate(known) if tid is None]
+        pieces = tok.encode_batch([words[i] for i in unknown], add_special_tokens=False) if unknown else []
+        replaced: list[str] = []
+        empty: list[str] = []
+        for i, encoding in zip(unknown, pieces):
+            if encoding.ids:
+                known[i] = encoding.ids[0]
+                replaced.append(f"{words[i][:40]!r} -> {tok.id_to_token(encoding.ids[0])!r}")
+            else:
+                empty.append(repr(words[i][:40]))
+        if replaced:
+            log.warning("%d target(s) not in the vocabulary are scored by their first piece, e.g. %s",
+                        len(replaced), ", ".join(replaced[:TARGET_EXAMPLES]))
+        if empty:
+            log.warning("%d target(s) produce no tokens and are ignored, e.g. %s", len(empty),
+                        ", ".join(empty[:TARGET_EXAMPLES]))
+        ids = dict.fromkeys(t for t in known if t is not None)  # ordered, O(1) per target
         if not ids:
             raise InputError("none of the targets maps to a vocabulary token: pass words the model knows")
         return np.fromiter(ids, dtype=np.int64, count=len(ids))
@@ -188,4 +267,5 @@ def _host_top_k(row: np.ndarray, top_k: int, target_ids: np.ndarray | None) -> B
 def _softmax(row: np.ndarray) -> np.ndarray:
     shifted = row.astype(np.float64) - row.max()
     exp = np.exp(shifted)
-    return exp / exp.sum()
+    probs: np.ndarray = exp / exp.sum()
+    return probs

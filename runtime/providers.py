@@ -73,24 +73,39 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cap_threads(threads: int | None) -> int | None:
-    """None or 0: onnxruntime's default. More threads than CPUs only thrash, so they are capped, with a warning."""
+def check_threads(threads: object) -> int | None:
+    """The one rule for a threads option (library, server, corpus job): None for onnxruntime's default, else a
+    positive integer."""
     if threads is None:
         return None
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
-        raise InputError(f"threads must be a non-negative integer (0 or None: onnxruntime's default), got {threads!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise InputError(f"threads must be a positive integer (or None: onnxruntime's default), got {threads!r}")
+    return threads
+
+
+def cap_threads(threads: int | None) -> int | None:
+    """None: onnxruntime's default. More threads than CPUs only thrash, so they are capped, with a warning."""
+    threads = check_threads(threads)
+    if threads is None:
+        return None
     cpus = available_cpus()
     if threads > cpus:
         log.warning("threads=%d is more than the %d CPUs this process may use: using %d", threads, cpus, cpus)
         return cpus
-    return threads or None
+    return threads
 
 
-def create_session(path: str, choice: ProviderChoice, threads: int | None = None) -> object:
-    """An InferenceSession on exactly the chosen provider, with full graph optimisation."""
+def create_session(path: str, choice: ProviderChoice, threads: int | None = None, memory_arena: bool = True) -> object:
+    """An InferenceSession on exactly the chosen provider, with full graph optimisation.
+
+    ``memory_arena=False`` (what the server asks for) allocates per call instead of keeping onnxruntime's CPU
+    arena, which otherwise stays as large as the largest batch ever run: 100 ~2 MB requests left the server at
+    1.24x its starting RSS with the arena and 1.01x without, at no measured speed cost on MiniLM.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = memory_arena
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if threads:

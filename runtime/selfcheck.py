@@ -215,13 +215,15 @@ def _summary(report: SelfCheckReport) -> str:
 
 
 def load_checked(
-    directory: str | os.PathLike[str], provider: str, variant: str, threads: int | None, verify: bool
+    directory: str | os.PathLike[str], provider: str, variant: str, threads: int | None, verify: bool,
+    memory_arena: bool = True,
 ) -> Engine:
     """Load and self-check; ``variant='auto'`` walks the preference order until a variant passes."""
     choice = resolve_provider(provider)
     kernel = detect_cpu().int8_kernel_class
     if variant != "auto":
-        engine = load_engine(directory, choice.name, variant, threads, verify, warn_evidence=False)
+        engine = load_engine(directory, choice.name, variant, threads, verify, warn_evidence=False,
+                             memory_arena=memory_arena)
         report = check_engine(engine)
         if not report.passed:
             raise SelfCheckError(
@@ -246,7 +248,8 @@ def load_checked(
         evidence = found.evidence_for(choice.name)[1]
         if name != "fp32" and (not has_own_evidence(found, choice.name) or (evidence or {}).get("passed") is False):
             continue
-        engine = load_engine(directory, choice.name, name, threads, verify, warn_evidence=False)
+        engine = load_engine(directory, choice.name, name, threads, verify, warn_evidence=False,
+                             memory_arena=memory_arena)
         report = check_engine(engine)
         if report.passed:
             log.info("self-check: %s passed on this machine (%s) in %.3f s", name, kernel, report.seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,12 +15,97 @@ from polyglot_onnx.manifest import TokenizerInfo
 
 log = logging.getLogger("polyglot_onnx")
 
-# Per-call bounds (README "Limits"): larger corpora are streamed in chunks (jobs/ does).
+# Per-call bounds (docs/package-format.md "Limits"): larger corpora are streamed in chunks (jobs/ does).
 MAX_TEXTS = 100_000
 MAX_BATCH_SIZE = 65_536
 # Each batch also stays under this many padded tokens (rows x longest), whatever batch_size says:
 # 32 rows at mmBERT's 8,192 maximum, so the default batch_size never splits.
 MAX_BATCH_TOKENS = 32 * 8192
+# A token covers at most this many characters in practice (WordPiece turns a word over 100 characters
+# into one [UNK]); a truncated text is cut to max_length x this before the tokenizer reads it. The cut is
+# checked (see cut_for_truncation), so a text that breaks the bound is only tokenized whole, never changed.
+CHARS_PER_TOKEN = 32
+# Characters tokenized at a time when only a count is needed (TextEncoder.count_tokens).
+COUNT_SEGMENT_CHARS = 65536
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """Per-call bounds on the work one call may ask for (docs/package-format.md "Limits"); the server passes the
+    same object.
+
+    A text read whole as windows costs one forward pass per window, so a long document, a tiny
+    ``window_stride`` or a huge prompt would cost minutes and gigabytes; these bounds refuse such a
+    call before any work, with the limit named. The defaults are far above ordinary use.
+    """
+
+    windows_per_text: int = 4096  # long_text='window': windows one text may be cut into
+    windows_per_call: int = 8192
+    reads_per_token: int = 64  # window_stride >= room / this: no token is read by more windows
+    prompt_chars: int = 8192  # characters of an explicit prompt (it is prepended to every text)
+
+    def __post_init__(self) -> None:
+        for name in ("windows_per_text", "windows_per_call", "reads_per_token", "prompt_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"TextLimits.{name} must be a positive integer, got {value!r}")
+
+    def min_stride(self, room: int) -> int:
+        """The smallest window_stride allowed for windows of ``room`` text tokens."""
+        return max(1, -(-room // self.reads_per_token))
+
+    def check_prompt(self, prompt: str | None) -> None:
+        if prompt is not None and len(prompt) > self.prompt_chars:
+            raise InputError(
+                f"prompt has {len(prompt)} characters, over the limit of {self.prompt_chars} "
+                "(TextLimits.prompt_chars): shorten it, or load with limits=TextLimits(prompt_chars=...)"
+            )
+
+
+DEFAULT_TEXT_LIMITS = TextLimits()
+
+
+def cut_bound(max_length: int) -> int:
+    """Characters a truncating tokenizer needs to see for ``max_length`` tokens (see CHARS_PER_TOKEN)."""
+    return max_length * CHARS_PER_TOKEN
+
+
+def cut_for_truncation(tokenizer: Any, texts: Sequence[str], max_length: int, left: bool = False,
+                       **options: Any) -> tuple[list[Any], set[int]]:
+    """``tokenizer.encode_batch(texts)`` for a truncating tokenizer, reading at most cut_bound characters.
+
+    The tokenizer reads the whole text even though it keeps max_length tokens (a 2 MB text becomes
+    half a million tokens of overflow). A long text is cut first; the cut is kept only when the result
+    provably equals the uncut one: the cut text still overflows and the kept tokens end in an earlier
+    pre-tokenized word than the one the cut splits (normalizers and pre-tokenizers act per word, so
+    earlier words are tokenized exactly as in the whole text). Otherwise the text is tokenized whole.
+    Only the overflow differs (it is cut short too). ``left``: the tokenizer truncates on the left.
+    Returns the encodings and the indices of the texts that were cut.
+    """
+    bound = cut_bound(max_length)
+    long = [i for i, t in enumerate(texts) if len(t) > bound]
+    if not long:
+        return list(tokenizer.encode_batch(list(texts), **options)), set()
+    cut = [(t[-bound:] if left else t[:bound]) if len(t) > bound else t for t in texts]
+    encodings = list(tokenizer.encode_batch(cut, **options))
+    redo = [i for i in long if not _cut_is_exact(encodings[i], left)]
+    if redo:
+        for i, enc in zip(redo, tokenizer.encode_batch([texts[i] for i in redo], **options)):
+            encodings[i] = enc
+    return encodings, set(long) - set(redo)
+
+
+def _cut_is_exact(encoding: Any, left: bool) -> bool:
+    """The kept tokens lie in whole words before (after, for left truncation) the word the cut splits."""
+    if not encoding.overflowing:
+        return False
+    kept: list[int] = [w for w in encoding.word_ids if w is not None]
+    rest: list[int] = [w for o in encoding.overflowing for w in o.word_ids if w is not None]
+    if not kept or not rest:
+        return False
+    if left:  # the cut splits the first word of the cut text: it lies in the overflow, before the kept ones
+        return min(kept) > min(rest)
+    return max(kept) < max(rest)
 
 
 def dropped_tokens(encoding: Any) -> int:
@@ -90,6 +176,7 @@ class TextEncoder:
         self.pad_to_multiple = 1
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
+        self._whole: Any = None
         self._check_vocab(graph_vocab)
 
     def _check_vocab(self, graph_vocab: int) -> None:
@@ -115,16 +202,16 @@ class TextEncoder:
         ``stacklevel``: the warning names the line of the user's call, however deep this one sits.
         """
         check_unicode(texts, "texts")
-        encodings = self.tokenizer.encode_batch(texts)
         if not truncating:
-            return encodings
+            return self.tokenizer.encode_batch(texts)
+        encodings, cut = cut_for_truncation(self.tokenizer, texts, self.max_length)
         truncated = False
         for i, enc in enumerate(encodings):
             if enc.overflowing:
                 truncated = True
                 log.info(
-                    "text %d is longer than the model maximum of %d tokens: %d tokens were dropped from the end",
-                    i, self.max_length, dropped_tokens(enc),
+                    "text %d is longer than the model maximum of %d tokens: %s%d tokens were dropped from the end",
+                    i, self.max_length, "more than " if i in cut else "", dropped_tokens(enc),
                 )
         if truncated:
             warnings.warn(
@@ -134,6 +221,37 @@ class TextEncoder:
                 stacklevel=stacklevel,
             )
         return encodings
+
+    def count_tokens(self, text: str, stop_above: int) -> int:
+        """Tokens of ``text`` (special tokens included), counted a segment at a time, stopping once past
+        ``stop_above``: an encoding costs ~450 bytes a token, so a 2 MB text over a caller's limit is refused
+        without ever being held whole. Segments end before a space; with a tokenizer that splits words at
+        spaces (WordPiece, Metaspace, byte-level BPE) the count is exact, with one that does not, close."""
+        specials = len(self._whole_tokenizer().encode("", add_special_tokens=True))
+        total, start = specials, 0
+        while start < len(text) and total <= stop_above:
+            end = min(len(text), start + COUNT_SEGMENT_CHARS)
+            if end < len(text):
+                space = text.rfind(" ", start + 1, end)
+                end = space if space > start else end
+            total += len(self._whole_tokenizer().encode(text[start:end], add_special_tokens=False))
+            start = end
+        return total
+
+    def _whole_tokenizer(self) -> Any:
+        if self._whole is None:
+            from tokenizers import Tokenizer
+
+            self._whole = Tokenizer.from_str(self.tokenizer.to_str())
+            self._whole.no_padding()
+            self._whole.no_truncation()
+        return self._whole
+
+    def whole(self, texts: list[str]) -> list[Any]:
+        """Encodings without truncation, for texts read whole: one piece each, where the truncating tokenizer
+        would also keep every max_length piece as an overflow copy (twice the memory on a long document)."""
+        check_unicode(texts, "texts")
+        return list(self._whole_tokenizer().encode_batch(texts))
 
     def pad(self, encodings: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad to the longest in the batch: int64 ids and attention mask."""

@@ -6,17 +6,27 @@ before a body is parsed; every refusal is shaped by serve/errors.py.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from contextlib import asynccontextmanager
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any
 
+from polyglot_onnx.errors import first_line
 from polyglot_onnx.serve.backend import Backend
 from polyglot_onnx.serve.config import ServeConfig
-from polyglot_onnx.serve.errors import Kind, ServeError, error_body, error_headers, validation_message
+from polyglot_onnx.serve.errors import (
+    Kind,
+    ServeError,
+    body_error,
+    error_body,
+    error_headers,
+    http_error,
+    validation_message,
+)
 from polyglot_onnx.serve.routes import add_routes
-from polyglot_onnx.serve.service import READY, ClientGone, Service
+from polyglot_onnx.serve.service import DRAINING, READY, ClientGone, Service
 
 log = logging.getLogger("polyglot_onnx.serve")
 
@@ -30,6 +40,7 @@ def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> An
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
 
     service = Service(config, backends)
 
@@ -55,6 +66,12 @@ def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> An
             message = "request body must be a JSON object sent with 'Content-Type: application/json'"
         return await serve_error(request, ServeError(Kind.VALIDATION, message, code="invalid_request", param=param))
 
+    @app.exception_handler(HTTPException)
+    async def http_refusal(request: Any, err: HTTPException) -> Any:
+        if err.status_code == 400:  # FastAPI could not parse the body: its cause says why
+            return await serve_error(request, body_error(err.__cause__))
+        return await serve_error(request, http_error(err.status_code, str(err.detail), request.url.path))
+
     @app.exception_handler(ClientGone)
     async def gone(request: Any, err: ClientGone) -> Any:
         return JSONResponse({"error": "client disconnected", "error_type": "Cancelled"}, status_code=499)
@@ -62,7 +79,7 @@ def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> An
     @app.exception_handler(Exception)
     async def unexpected(request: Any, err: Exception) -> Any:  # a bug, never bad input: one line, no traceback out
         log.exception("unexpected error on %s", request.url.path)
-        body = ServeError(Kind.BACKEND, f"internal error: {type(err).__name__}", code="internal_error")
+        body = ServeError(Kind.INTERNAL, f"internal error: {type(err).__name__}", code="internal_error")
         return JSONResponse(error_body(request.url.path, body), status_code=500)
 
     add_routes(app, service)
@@ -71,12 +88,21 @@ def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> An
 
 
 class Guard:
-    """Pure ASGI middleware: API key, draining, overload (429), payload limit (413), request metrics."""
+    """Pure ASGI middleware: API key, draining, body size and time, overload (429), request metrics.
+
+    A request joins the concurrency limit only once its whole body is in: a client that sends headers
+    and then stalls holds a socket until --body-timeout (408), never a slot of --max-concurrent-requests.
+    While the server drains, a body still arriving is cut off with a 503; once --drain-timeout has
+    passed, a request whose answer has not started gets a 503 too (its queued inputs are dropped).
+    Every refusal and every unexpected error is answered in the error shape, and the connection says
+    'Connection: close' whenever it is about to close.
+    """
 
     def __init__(self, app: Any, service: Service) -> None:
         self.app = app
         self.service = service
         self.key = service.config.api_key
+        self._trims: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -85,47 +111,95 @@ class Guard:
         path = scope["path"]
         route = path if path in ROUTES else "other"
         started = perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "started": False, "bytes": 0}
 
         async def send_status(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                status["started"] = True
+            else:
+                status["bytes"] += len(message.get("body", b""))
             await send(message)
 
-        counted = route in INFERENCE_ROUTES
-        if counted:
-            self.service.in_flight += 1
-            self.service.metrics.in_flight.inc()
+        size = 0
         try:
-            refusal = self._refusal(scope, path, counted)
-            if refusal is not None:
-                await _respond(path, refusal, send_status)
-                return
-            body = await self._read_body(scope, receive)
-            if isinstance(body, ServeError):
-                await _respond(path, body, send_status)
-                return
-            if body is None:  # client left before sending its body
-                return
-            await self.app(scope, _replay(body, receive), send_status)
+            size = await self._serve(scope, receive, send_status, path, route in INFERENCE_ROUTES, status)
         finally:
-            if counted:
-                self.service.in_flight -= 1
-                self.service.metrics.in_flight.dec()
             self.service.metrics.requests.labels(route, str(status["code"])).inc()
             self.service.metrics.request_seconds.labels(route).observe(perf_counter() - started)
+            if size or status["bytes"]:  # a large body or answer leaves freed heap pages behind: trim soon
+                task = asyncio.ensure_future(self.service.memory.after(max(size, status["bytes"])))
+                self._trims.add(task)
+                task.add_done_callback(self._trims.discard)
 
-    def _refusal(self, scope: dict[str, Any], path: str, counted: bool) -> ServeError | None:
+    async def _serve(self, scope: dict[str, Any], receive: Any, send: Any, path: str, inference: bool,
+                     status: dict[str, Any]) -> int:
+        """Refuse, read the body, admit, run; returns the body's size (0 when none was read)."""
+        refusal = self._refusal(scope, path, inference)
+        if refusal is not None:
+            await _respond(path, refusal, send)
+            return 0
+        self.service.uploading += 1
+        try:
+            body = await self._read_body(scope, receive)
+        finally:
+            self.service.uploading -= 1
+        if isinstance(body, ServeError):
+            await _respond(path, body, send)
+            return 0
+        if body is None:  # client left before sending its body
+            return 0
+        if not inference:
+            await self._run(scope, body, receive, send, path, status, deadline=None)
+            return len(body)
+        limit = self.service.config.max_concurrent_requests
+        if self.service.in_flight >= limit:
+            await _respond(path, ServeError(Kind.OVERLOADED, f"model is overloaded: more than {limit} requests in "
+                                            "flight (--max-concurrent-requests); retry after a second",
+                                            code="overloaded"), send)
+            return len(body)
+        self.service.in_flight += 1
+        self.service.metrics.in_flight.inc()
+        try:
+            await self._run(scope, body, receive, send, path, status, deadline=self.service.drain_expired)
+        finally:
+            self.service.in_flight -= 1
+            self.service.metrics.in_flight.dec()
+        return len(body)
+
+    async def _run(self, scope: dict[str, Any], body: bytes, receive: Any, send: Any, path: str,
+                   status: dict[str, Any], deadline: asyncio.Future[None] | None) -> None:
+        """The app, until it answers or the drain deadline passes before its answer started (then 503)."""
+        task = asyncio.ensure_future(self.app(scope, _replay(body, receive), send))
+        waiting: set[asyncio.Future[Any]] = {task} if deadline is None else {task, deadline}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done() and not status["started"]:
+            task.cancel()
+            await asyncio.wait({task})
+            late = ServeError(Kind.UNHEALTHY, f"the server is shutting down: this request was not answered within "
+                              f"--drain-timeout ({self.service.config.drain_timeout:g} s); retry on another "
+                              "replica", code="unhealthy", close=True)
+            await _respond(path, late, send)
+            return
+        try:
+            await task
+        except Exception as err:  # noqa: BLE001 - the app's own handler answered it and logged it
+            if not status["started"]:
+                log.error("unexpected error on %s: %s", path, first_line(err))
+                await _respond(path, ServeError(Kind.INTERNAL, f"internal error: {type(err).__name__}",
+                                                code="internal_error"), send)
+
+    def _refusal(self, scope: dict[str, Any], path: str, inference: bool) -> ServeError | None:
         if self.key is not None and path not in OPEN_ROUTES and not self._authorized(scope):
             return ServeError(Kind.UNAUTHORIZED, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                               code="invalid_api_key")
-        if counted and self.service.state != READY:
+        if inference and self.service.state != READY:
             return ServeError(Kind.UNHEALTHY, f"the server is {self.service.state}: retry on another replica or later",
-                              code="unhealthy")
-        limit = self.service.config.max_concurrent_requests
-        if counted and self.service.in_flight > limit:
-            return ServeError(Kind.OVERLOADED, f"model is overloaded: more than {limit} requests in flight "
-                              "(--max-concurrent-requests); retry after a second", code="overloaded")
+                              code="unhealthy", close=self.service.state == DRAINING)
         return None
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
@@ -136,15 +210,19 @@ class Guard:
         return False
 
     async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes | ServeError | None:
-        limit = self.service.config.payload_limit
+        config = self.service.config
+        limit = config.payload_limit
         too_large = ServeError(Kind.PAYLOAD, f"request body is over the payload limit of {limit} bytes "
                                "(--payload-limit): send fewer or shorter inputs", code="payload_too_large")
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 return too_large
+        deadline = monotonic() + config.body_timeout if config.body_timeout else None
         chunks, size = [], 0
         while True:
-            message = await receive()
+            message = await self._receive(receive, deadline)
+            if isinstance(message, ServeError):
+                return message
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
@@ -154,6 +232,22 @@ class Guard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+    async def _receive(self, receive: Any, deadline: float | None) -> dict[str, Any] | ServeError:
+        """The next body message, unless the body deadline passes (408) or the server starts draining (503)."""
+        message = asyncio.ensure_future(receive())
+        waiting: set[asyncio.Future[Any]] = {message, self.service.drain_started}
+        timeout = None if deadline is None else max(0.0, deadline - monotonic())
+        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if message.done():
+            return message.result()  # type: ignore[no-any-return]
+        message.cancel()
+        if self.service.drain_started.done():
+            return ServeError(Kind.UNHEALTHY, "the server is shutting down: send this request to another replica",
+                              code="unhealthy", close=True)
+        return ServeError(Kind.TIMEOUT, f"request body did not arrive within {self.service.config.body_timeout:g} s "
+                          "(--body-timeout): send the body right after the headers", code="request_timeout",
+                          close=True)
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -165,7 +259,8 @@ def _replay(body: bytes, receive: Any) -> Any:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        message: dict[str, Any] = await receive()
+        return message
 
     return replay
 

@@ -7,21 +7,41 @@ the runtime, not HTTP.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
+import numpy as np
+
+from polyglot_onnx.runtime.text import DEFAULT_TEXT_LIMITS
 from polyglot_onnx.serve.config import ModelSpec, ServeConfig
+from polyglot_onnx.serve.keys import (
+    FILL_MASK,
+    SENTENCE,
+    TOKEN,
+    WINDOW,
+    WORD,
+    BatchKey,
+    FillMaskKey,
+    SentenceKey,
+    TokenKey,
+    WindowKey,
+    WordKey,
+)
 from polyglot_onnx.serve.tokens import Tokens
 
 log = logging.getLogger("polyglot_onnx.serve")
 
-SENTENCE = "sentence"
-TOKEN = "token"
-WORD = "word"
-FILL_MASK = "fill-mask"
-WHOLE = "whole"  # a text over the model maximum, read whole as overlapping windows by Embedder.encode
 WARM_UP_TEXT = "Warm-up text: the server runs it once per output before it reports healthy."
+
+
+@dataclass(frozen=True)
+class WindowPayload:
+    """One window of a long text: its ids, the rows of its output the text keeps, whether it is the first."""
+
+    ids: list[int]
+    span: tuple[int, int]
+    first: bool
 
 
 @dataclass
@@ -39,10 +59,11 @@ class Backend:
         from polyglot_onnx.runtime import Embedder, FillMask
 
         options = {"self_check": True} if config.self_check else {}
+        # memory_arena=False: a long-running server gives memory back after every call (runtime/providers.py)
         embedder = Embedder.load(spec.directory, provider=config.provider, variant=config.variant,
-                                 threads=config.threads, verify=config.verify, **options)
+                                 threads=config.threads, verify=config.verify, memory_arena=False, **options)
         engine = embedder.engine
-        fill_mask = FillMask(engine) if engine.manifest.model.has_mlm_head else None
+        fill_mask = FillMask(engine) if embedder.model.has_mlm_head else None
         description = embedder.describe()
         name = spec.name or description["model"]
         backend = cls(name, spec.directory, embedder, fill_mask, Tokens(engine.text), description)
@@ -78,25 +99,39 @@ class Backend:
             said = self.embedder.engine.package.variant.extra.get("batch_invariant")
         return None if said is None else bool(said)
 
-    def run(self, key: Hashable, payloads: list[Any]) -> list[Any]:
+    def run(self, key: BatchKey, payloads: list[Any]) -> list[Any]:
         """One onnxruntime call for one group of queued inputs (called in the queue's worker thread)."""
-        kind = key[0]  # type: ignore[index]
-        if kind == SENTENCE:
-            return list(self.embedder.encode_ids(payloads, output="sentence"))
-        if kind == TOKEN:
-            return list(self.embedder.encode_ids(payloads, output="token"))
-        if kind == WORD:  # key: (WORD, normalize, prompt, long_text, window_stride)
-            _, normalize, prompt, long_text, stride = key  # type: ignore[misc]
-            return list(self.embedder.encode(payloads, batch_size=len(payloads), normalize=normalize, output="word",
-                                             prompt=prompt or "", long_text=long_text, window_stride=stride))
-        if kind == WHOLE:  # key: (WHOLE, output, prompt, window_stride); unnormalized, as encode_ids
-            _, output, prompt, stride = key  # type: ignore[misc]
-            out = self.embedder.encode(payloads, normalize=False, output=output,  # windows in the default batches
-                                       prompt=prompt or "", long_text="window", window_stride=stride)
-            return list(out) if output == SENTENCE else [r.embeddings for r in out]
-        if kind == FILL_MASK:
-            return self._fill_mask(key, payloads)
-        raise ValueError(f"unknown batch kind {kind!r}")
+        match key:
+            case SentenceKey():
+                return list(self.embedder.encode_ids(payloads, output="sentence"))
+            case TokenKey():
+                return list(self.embedder.encode_ids(payloads, output="token"))
+            case WordKey(normalize=normalize, prompt=prompt):  # texts within the maximum (or truncated)
+                return list(self.embedder.encode(payloads, batch_size=len(payloads), normalize=normalize,
+                                                 output="word", prompt=prompt or ""))
+            case WindowKey(pooling=pooling):
+                return self._windows(pooling, payloads)
+            case FillMaskKey():
+                return self._fill_mask(key, payloads)
+        raise ValueError(f"unknown batch key {key!r}")
+
+    @property
+    def pooled_output(self) -> str:
+        """The graph output a sentence vector comes from, for this package's pooling."""
+        from polyglot_onnx.runtime.embedder import POOLING_OUTPUTS
+
+        return POOLING_OUTPUTS[self.embedder.model.default_pooling]
+
+    def _windows(self, mode: str, payloads: list[WindowPayload]) -> list[Any]:
+        """Each window's share of its text: the rows it owns ('rows'), or its part of the pooled vector."""
+        from polyglot_onnx import manifest as mf
+        from polyglot_onnx.runtime.long_text import window_part
+
+        vectors = self.embedder.encode_ids([p.ids for p in payloads], output="token")
+        if mode == "rows":
+            return [np.array(v[p.span[0] : p.span[1]]) for v, p in zip(vectors, payloads)]
+        pooled = mf.CLS_EMBEDDING if mode == "cls" else mf.SENTENCE_EMBEDDING
+        return [window_part(v, p.span, pooled, p.first) for v, p in zip(vectors, payloads)]
 
     @property
     def fill_mask_limits(self) -> Any:
@@ -105,31 +140,43 @@ class Backend:
 
         return getattr(self.fill_mask, "limits", DEFAULT_LIMITS)
 
-    def _fill_mask(self, key: Hashable, payloads: list[Any]) -> list[Any]:
-        """Payloads are (text, mask count); requests merged by the queue stay within masks_per_call."""
-        _, top_k, targets = key  # type: ignore[misc]
+    def _fill_mask(self, key: FillMaskKey, payloads: list[Any]) -> list[Any]:
+        """Payloads are (ids, mask positions) rows (FillMask.plan's); merged requests are run in chunks of at
+        most masks_per_call positions, which bounds a vocabulary-wide logits block on the host path."""
+        top_k, targets = key.top_k, key.targets
         assert self.fill_mask is not None
+        target_ids = np.asarray(targets, dtype=np.int64) if targets is not None else None
         limit = self.fill_mask_limits.masks_per_call
         out: list[Any] = []
-        chunk: list[str] = []
+        chunk: list[Any] = []
         masks = 0
-        for text, count in [*payloads, (None, 0)]:
-            if chunk and (text is None or masks + count > limit):
-                out += self.fill_mask(chunk, top_k=top_k, targets=list(targets) if targets else None,
-                                      batch_size=len(chunk))
+        for row in [*payloads, None]:
+            count = len(row[1]) if row is not None else 0
+            if chunk and (row is None or masks + count > limit):
+                out += self.fill_mask.predict(chunk, top_k, target_ids, batch_size=len(chunk))
                 chunk, masks = [], 0
-            if text is not None:
-                chunk.append(text)
+            if row is not None:
+                chunk.append(row)
                 masks += count
         return out
 
-    def warm_up(self) -> None:
-        """One call per output kind, so the first client does not pay onnxruntime's first-run cost."""
+    def warm_up(self) -> dict[str, float]:
+        """One call per output kind, so the first client does not pay onnxruntime's first-run cost; returns
+        the seconds per token each took the second time (the batcher's first estimate of its rates)."""
         ids = self.tokens.encode([WARM_UP_TEXT], "warm-up", truncate=True)[0].ids
-        self.run((SENTENCE,), [ids])
-        self.run((TOKEN,), [ids])
+        calls: dict[str, tuple[BatchKey, list[Any]]] = {SENTENCE: (SentenceKey(), [ids]), TOKEN: (TokenKey(), [ids])}
+        calls[WINDOW] = (WindowKey("rows"), [WindowPayload(ids, (0, len(ids)), True)])
         if self.fill_mask is not None:
-            self.run((FILL_MASK, 1, None), [(f"{WARM_UP_TEXT} {self.fill_mask.mask_token}", 1)])
+            row = ids[:-1] + [self.fill_mask.mask_id] + ids[-1:]  # a mask before the closing special token
+            calls[FILL_MASK] = (FillMaskKey(1, None), [(row, [len(ids) - 1])])
+        rates = {}
+        for kind, (key, payloads) in calls.items():
+            self.run(key, payloads)
+            started = perf_counter()
+            self.run(key, payloads)
+            rates[kind] = (perf_counter() - started) / len(ids)
+        rates[WORD] = rates[TOKEN]  # the same graph output, pooled per word on the host
+        return rates
 
     def info(self) -> dict[str, Any]:
         """What /info shows for this model: what actually runs, and the evidence for it."""
@@ -144,8 +191,10 @@ class Backend:
             "max_input_length": self.tokens.max_length,
             "fill_mask": self.fill_mask is not None,
             "mask_token": self.fill_mask.mask_token if self.fill_mask is not None else None,
-            "pooling": self.embedder.engine.manifest.model.default_pooling,
+            "pooling": self.embedder.model.default_pooling,
             "batch_invariant": self.batch_invariant,
             "drift": d.get("drift"),
             "validation": d.get("validation"),
+            "limits": {"text": vars(getattr(self.embedder, "limits", None) or DEFAULT_TEXT_LIMITS).copy(),
+                       "fill_mask": vars(self.fill_mask_limits).copy()},
         }

@@ -1,10 +1,16 @@
 """The batching queue: inputs from concurrent requests merged into token-budget batches.
 
 It knows token counts and group keys, not HTTP and not onnxruntime. Each input of a request is
-queued on its own; a batch always holds the oldest waiting input (so nothing waits for a batch that
-cannot include it) and grows towards the inputs closest to it in length, which wastes the fewest
-padded tokens, until ``rows x padded length`` would pass ``max_batch_tokens``. One batch at a time
-runs in a single worker thread per model, off the event loop; while it runs the next one gathers.
+queued on its own (a long text's windows and a long document's masks too); a batch is built around
+one request's oldest waiting input (so nothing waits for a batch that cannot include it) and grows
+towards the inputs closest to it in length, which wastes the fewest padded tokens, until ``rows x
+padded length`` would pass the budget. One batch at a time runs in a single worker thread per model,
+off the event loop; while it runs the next one gathers.
+
+Two rules keep one large request from holding the model for seconds: requests take turns (a request
+not served yet goes first, then the ones already served, round robin, with at least one turn in
+FAIRNESS_TURNS for those), and a batch is cut to about ``max_batch_seconds`` of work at the rate
+measured on the previous batches of its kind, so a small request waits one short batch, not a long one.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import asyncio
 import bisect
 import itertools
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -21,10 +27,14 @@ from typing import Any
 
 from polyglot_onnx.errors import InputError
 
-RunBatch = Callable[[Hashable, list[Any]], list[Any]]
+RunBatch = Callable[[Any, list[Any]], list[Any]]  # (key, payloads) -> results: serve/keys.py keys
 # Padding bound for a batch (see Batcher._fits).
 PADDING_SLACK = 1.5
 PADDING_ALLOWANCE = 64
+# New requests go before ones already served, but a served one gets at least one batch in this many.
+FAIRNESS_TURNS = 4
+# Weight of the newest batch in the measured seconds per padded token.
+RATE_WEIGHT = 0.3
 
 
 @dataclass
@@ -53,6 +63,9 @@ class Ticket:
         self.inference_seconds = 0.0
         self.tokens = 0
         self.cancelled = False
+        self.waiting: deque[_Item] = deque()  # this request's inputs not yet in a batch, oldest first
+        self.served = False  # one of its inputs has been in a batch
+        self.in_rotation = False
 
     def _set(self, index: int, value: Any) -> None:
         self.results[index] = value
@@ -91,13 +104,19 @@ class BatchQueue:
         pad_multiple: int = 1,
         on_batch: Callable[[BatchReport], None] | None = None,
         name: str = "model",
+        max_batch_seconds: float | None = None,
     ) -> None:
         self._run = run
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_rows = max_batch_rows or (1 << 62)
         self.pad_multiple = max(1, pad_multiple)
+        self.max_batch_seconds = max_batch_seconds or None
         self._on_batch = on_batch
-        self._fifo: deque[_Item] = deque()
+        self._fresh: deque[Ticket] = deque()  # requests with waiting inputs, never served yet
+        self._rotation: deque[Ticket] = deque()  # requests served at least once, still waiting
+        self._turns = 0  # batches in a row led by fresh requests
+        self._rate: dict[Hashable, float] = {}  # measured seconds per padded token, per kind of batch
+        self._budget = max_batch_tokens  # the token budget of the batch being cut
         self._groups: dict[Hashable, list[_Item]] = {}
         self._orders: dict[Hashable, list[tuple[int, int]]] = {}
         self._seq = itertools.count()
@@ -110,6 +129,12 @@ class BatchQueue:
     def depth(self) -> int:
         """Inputs waiting (not yet in a running batch)."""
         return self._depth
+
+    def seed(self, rates: Mapping[Any, float]) -> None:
+        """First estimates of seconds per padded token per kind (the warm-up's), until batches measure them."""
+        for kind, rate in rates.items():
+            if rate > 0:
+                self._rate.setdefault(kind, rate)
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -139,7 +164,8 @@ class BatchQueue:
             position = bisect.bisect(orders, item.order)
             orders.insert(position, item.order)
             group.insert(position, item)
-            self._fifo.append(item)
+            ticket.waiting.append(item)
+        self._fresh.append(ticket)
         self._depth += len(inputs)
         self._wake.set()
         return ticket
@@ -168,15 +194,42 @@ class BatchQueue:
         MiniLM int8, one batch of 64 mixed-length texts padded to the longest cost 2.7x per text
         what batches of 8 did, so a batch grows only while padded <= 1.5 x real tokens + 64."""
         padded = rows * self._width(width)
-        return padded <= self.max_batch_tokens and padded <= PADDING_SLACK * real_tokens + PADDING_ALLOWANCE
+        return padded <= self._budget and padded <= PADDING_SLACK * real_tokens + PADDING_ALLOWANCE
+
+    def _next_ticket(self) -> Ticket | None:
+        """Whose turn it is: a request not served yet, else the next served one (round robin); a served
+        one also gets every FAIRNESS_TURNS-th batch, so a stream of new requests cannot starve it."""
+        for queue in (self._fresh, self._rotation):
+            while queue and not _has_waiting(queue[0]):
+                queue.popleft().in_rotation = False
+        if self._fresh and (not self._rotation or self._turns < FAIRNESS_TURNS - 1):
+            self._turns += 1
+            return self._fresh.popleft()
+        self._turns = 0
+        if self._rotation:
+            ticket = self._rotation.popleft()
+            ticket.in_rotation = False
+            return ticket
+        return None
+
+    def _budget_for(self, key: Hashable) -> int:
+        """Padded tokens a batch of this kind may hold: the token budget, and about max_batch_seconds of work."""
+        if self.max_batch_seconds is None:
+            return self.max_batch_tokens
+        # a kind not measured yet is budgeted at the slowest rate known: its first batch must not be the
+        # largest one (onnxruntime keeps the memory of the largest batch it ran)
+        rate = self._rate.get(_kind(key), max(self._rate.values(), default=None))
+        if rate is None:
+            return self.max_batch_tokens
+        return max(1, min(self.max_batch_tokens, int(self.max_batch_seconds / rate)))
 
     def _cut(self) -> list[_Item]:
-        """The oldest waiting input plus its nearest neighbours in length, under the token budget."""
-        while self._fifo and self._fifo[0].taken:
-            self._fifo.popleft()
-        if not self._fifo:
+        """One request's oldest waiting input plus its nearest neighbours in length, under the budget."""
+        ticket = self._next_ticket()
+        if ticket is None:
             return []
-        head = self._fifo[0]
+        head = ticket.waiting[0]
+        self._budget = self._budget_for(head.key)
         group, orders = self._groups[head.key], self._orders[head.key]
         lo = hi = bisect.bisect_left(orders, head.order)
         width = head.length
@@ -204,7 +257,12 @@ class BatchQueue:
         del orders[lo : hi + 1]
         for item in batch:
             item.taken = True
+            item.ticket.served = True
         self._depth -= len(batch)
+        for owner in {id(i.ticket): i.ticket for i in batch}.values():
+            if _has_waiting(owner) and not owner.in_rotation:
+                owner.in_rotation = True
+                self._rotation.append(owner)
         # Longest first, ties in arrival order: the row order Embedder.encode uses for the same texts.
         batch.sort(key=lambda i: (-i.length, i.seq))
         return batch
@@ -232,7 +290,17 @@ class BatchQueue:
         except Exception as err:  # noqa: BLE001 - a failed call fails only the requests in this batch
             failed = True
             outputs = [err] * len(batch)
-        self._deliver(batch, outputs, started, perf_counter() - started, failed)
+        seconds = perf_counter() - started
+        if not failed:
+            self._measure(batch, seconds)
+        self._deliver(batch, outputs, started, seconds, failed)
+
+    def _measure(self, batch: list[_Item], seconds: float) -> None:
+        padded = len(batch) * self._width(max(i.length for i in batch))
+        kind = _kind(batch[0].key)
+        rate = seconds / max(padded, 1)
+        old = self._rate.get(kind)
+        self._rate[kind] = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
 
     async def _retry_per_request(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], started: float) -> None:
         by_ticket: dict[int, list[_Item]] = {}
@@ -266,3 +334,15 @@ class BatchQueue:
             self._on_batch(
                 BatchReport(len(batch), width * len(batch), sum(i.length for i in batch), queue_seconds, seconds, failed)
             )
+
+
+def _has_waiting(ticket: Ticket) -> bool:
+    """Drops the request's inputs already taken (or cancelled) from the front of its queue."""
+    while ticket.waiting and ticket.waiting[0].taken:
+        ticket.waiting.popleft()
+    return bool(ticket.waiting)
+
+
+def _kind(key: Hashable) -> Hashable:
+    """What a batch's cost depends on: the kind of call (serve/keys.py), not the requests' own options."""
+    return getattr(key, "kind", key)

@@ -32,7 +32,20 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--self-check", action="store_true",
                    help="check each variant against the package's canary references on this machine at start-up")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own models")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for in-flight requests")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds SIGTERM waits for in-flight requests (new and late ones get 503)")
+    p.add_argument("--max-request-tokens", type=int, default=262_144,
+                   help="tokens of model work per request, a long text's windows at full length (beyond: 413)")
+    p.add_argument("--max-response-bytes", type=int, default=100_000_000,
+                   help="estimated size of one JSON answer (beyond: 413)")
+    p.add_argument("--max-batch-ms", type=float, default=100.0,
+                   help="cut batches to about this much measured work, so small requests never wait long (0: off)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a connection may take to send a request's headers (0: no limit)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a client may take to send a request body (beyond: 408; 0: no limit)")
+    p.add_argument("--max-connections-per-address", type=int, default=128,
+                   help="open connections per client address (0: no limit; behind a proxy every client shares one)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment (needs the ray extra)")
     p.add_argument("--replicas", default="1", help="Ray Serve replicas: a number or 'auto' (autoscaling)")
@@ -59,6 +72,12 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         drain_timeout=args.drain_timeout,
         self_check=args.self_check,
+        max_request_tokens=args.max_request_tokens,
+        max_response_bytes=args.max_response_bytes,
+        max_batch_ms=args.max_batch_ms,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections_per_address=args.max_connections_per_address,
     )
 
 

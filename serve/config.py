@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.runtime.providers import check_threads
 
 API_KEY_ENV = "POLYGLOT_API_KEY"
 CONFIG_ENV = "POLYGLOT_SERVE_CONFIG"  # JSON config for worker processes started by uvicorn's --workers
@@ -35,9 +36,18 @@ class ServeConfig:
     auto_truncate: bool = True
     payload_limit: int = 2_000_000  # bytes of request body
     api_key: str | None = field(default=None, repr=False)
-    drain_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests
+    drain_timeout: float = 30.0  # seconds SIGTERM waits for in-flight requests; later ones get 503
     verify: bool = True  # sha256 of every package file at start-up
-    self_check: bool = False  # re-run the variant on the package's canary texts at start-up (README "verify")
+    self_check: bool = False  # re-run the variant on the package's canary texts at start-up (docs/quantize.md "verify")
+    # Per-request caps, checked before any model work (413 naming the cap):
+    max_request_tokens: int = 262_144  # tokens of model work (a long text's windows at full length)
+    max_response_bytes: int = 100_000_000  # estimated size of the JSON answer
+    # A batch is cut to about this much measured work, so a small request never waits long (0: tokens only)
+    max_batch_ms: float = 100.0
+    # Slow clients (0: no limit): seconds to send the headers, then the body; connections per client address
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections_per_address: int = 128
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -47,13 +57,21 @@ class ServeConfig:
             ("max_client_batch_size", self.max_client_batch_size),
             ("max_concurrent_requests", self.max_concurrent_requests),
             ("payload_limit", self.payload_limit),
+            ("max_request_tokens", self.max_request_tokens),
+            ("max_response_bytes", self.max_response_bytes),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.max_connections_per_address, int) or self.max_connections_per_address < 0:
+            raise InputError("max_connections_per_address must be a non-negative integer (0: no limit), got "
+                             f"{self.max_connections_per_address!r}")
+        for name, seconds in (("drain_timeout", self.drain_timeout), ("max_batch_ms", self.max_batch_ms),
+                              ("header_timeout", self.header_timeout), ("body_timeout", self.body_timeout)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < 1e9:
+                raise InputError(f"{name} must be a non-negative number, got {seconds!r}")
         if self.max_batch_rows is not None and self.max_batch_rows < 1:
             raise InputError(f"max_batch_rows must be a positive integer, got {self.max_batch_rows!r}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be a positive integer, got {self.threads!r}")
+        check_threads(self.threads)
 
     def with_threads(self, threads: int | None) -> ServeConfig:
         return replace(self, threads=threads)

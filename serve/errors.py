@@ -16,10 +16,13 @@ class Kind(Enum):
     EMPTY = (400, "Empty", "invalid_request_error")
     UNAUTHORIZED = (401, "Unauthorized", "authentication_error")
     NOT_FOUND = (404, "NotFound", "invalid_request_error")
+    METHOD = (405, "MethodNotAllowed", "invalid_request_error")
+    TIMEOUT = (408, "RequestTimeout", "invalid_request_error")
     PAYLOAD = (413, "PayloadTooLarge", "invalid_request_error")
     VALIDATION = (422, "Validation", "invalid_request_error")
     BACKEND = (424, "Backend", "server_error")
     OVERLOADED = (429, "Overloaded", "rate_limit_error")
+    INTERNAL = (500, "Internal", "server_error")
     UNHEALTHY = (503, "Unhealthy", "service_unavailable")
 
     @property
@@ -35,6 +38,7 @@ class ServeError(Exception):
     message: str
     code: str | None = None
     param: str | None = None
+    close: bool = False  # the connection closes after this answer (say so: 'Connection: close')
 
     def __str__(self) -> str:
         return self.message
@@ -48,13 +52,39 @@ def error_body(path: str, err: ServeError) -> dict[str, Any]:
 
 
 def error_headers(err: ServeError) -> dict[str, str]:
+    headers = {"Connection": "close"} if err.close else {}
     if err.kind is Kind.OVERLOADED:
-        return {"Retry-After": "1"}
+        headers["Retry-After"] = "1"
     if err.kind is Kind.UNAUTHORIZED:
-        return {"WWW-Authenticate": "Bearer"}
+        headers["WWW-Authenticate"] = "Bearer"
     if err.kind is Kind.UNHEALTHY:
-        return {"Retry-After": "5"}
-    return {}
+        headers["Retry-After"] = "5"
+    return headers
+
+
+def body_error(cause: BaseException | None) -> ServeError:
+    """A JSON body the parser could not read (FastAPI says only 'error parsing the body'): the reason, named."""
+    if isinstance(cause, UnicodeDecodeError):
+        message = (f"request body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at position "
+                   f"{cause.start}): send JSON encoded as UTF-8")
+    elif isinstance(cause, RecursionError):
+        message = "request body nests arrays or objects too deeply to parse: send a flat JSON object"
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        message = ("request body holds an integer with thousands of digits: send numbers a float32 or int64 "
+                   "can hold")
+    else:
+        detail = f" ({type(cause).__name__})" if cause is not None else ""
+        message = f"request body could not be parsed as JSON{detail}: send one JSON object"
+    return ServeError(Kind.VALIDATION, message, code="invalid_json")
+
+
+def http_error(status: int, detail: str, path: str) -> ServeError:
+    """Starlette's own refusals (an unknown route, a wrong method) in the error shape."""
+    if status == 404:
+        return ServeError(Kind.NOT_FOUND, f"no route {path}: see the route table in docs/serving.md", code="not_found")
+    if status == 405:
+        return ServeError(Kind.METHOD, f"{path} does not take this method: {detail}", code="method_not_allowed")
+    return ServeError(Kind.VALIDATION if 400 <= status < 500 else Kind.INTERNAL, str(detail), code="invalid_request")
 
 
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
@@ -72,8 +102,24 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
             path += f".{part}" if path else part
     kind = first.get("type", "")
     if kind == "json_invalid":
-        return f"request body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})", None
+        ctx = first.get("ctx")
+        reason = ctx.get("error", "parse error") if isinstance(ctx, dict) else "parse error"
+        return f"request body is not valid JSON ({reason})", None
     if kind == "missing":
         return f"field {path!r} is required", path or None
     where = f"field {path!r}" if path else "request body"
-    return f"{where}: {first.get('msg', 'invalid value')}", path or None
+    got = f", got {json_type(first['input'])}" if "input" in first and str(kind).endswith("_type") else ""
+    return f"{where}: {first.get('msg', 'invalid value')}{got}", path or None
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages ('got a list')."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    for kind, name in ((str, "a string"), (int, "an integer"), (float, "a number"), (list, "a list"),
+                       (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__

@@ -116,6 +116,6 @@ def run_on_ray(config: ServeConfig, host: str, port: int, replicas: str, address
     while not stop.wait(1.0):
         pass
     serve.delete("polyglot-onnx")
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call,unused-ignore]  # Ray's own annotations are partial
     ray.shutdown()
     return 0

@@ -19,7 +19,10 @@ from fastapi import Request
 from polyglot_onnx.errors import InputError
 from polyglot_onnx.runtime import sentence_options
 from polyglot_onnx.serve import backend as bk
+from polyglot_onnx.serve import cost
 from polyglot_onnx.serve.errors import Kind, ServeError
+from polyglot_onnx.serve.keys import SENTENCE, TOKEN, FillMaskKey
+from polyglot_onnx.serve.responses import answer as streamed
 from polyglot_onnx.serve.schemas import (
     EmbedRequest,
     FillMaskRequest,
@@ -28,15 +31,17 @@ from polyglot_onnx.serve.schemas import (
     WordsRequest,
 )
 from polyglot_onnx.serve.service import Service
+from polyglot_onnx.serve.text_inputs import Prepared, prepared, split_inputs
 from polyglot_onnx.serve.text_inputs import embed as embed_inputs
-from polyglot_onnx.serve.text_inputs import prepare_words, prepared, split_inputs
-from polyglot_onnx.serve.tokens import Encoded, check_text
+from polyglot_onnx.serve.text_inputs import embed_words as embed_word_inputs
+from polyglot_onnx.serve.tokens import check_text
 
 
 def normalized(x: np.ndarray) -> np.ndarray:
     """The runtime's normalisation, row by row, so served vectors equal Embedder.encode's."""
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
+    out: np.ndarray = x / np.maximum(norm, 1e-12)
+    return out
 
 
 def check_dimensions(dimensions: int | None, hidden: int, field: str = "dimensions") -> int:
@@ -78,12 +83,30 @@ def check_precision(body: Any, width: int) -> np.ndarray | None:
         if len(body.ranges) != 2 or len(body.ranges[0]) != len(body.ranges[1]):
             raise ServeError(Kind.VALIDATION, f"ranges must be [[{width} mins], [{width} maxs]]", code="invalid_value",
                              param="ranges")
-        ranges = np.asarray(body.ranges, dtype=np.float32)
+        ranges = finite_ranges(body.ranges)
     try:
         sentence_options.check_precision(body.precision, ranges, width)
     except InputError as err:
         raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="ranges") from None
     return ranges
+
+
+def finite_ranges(values: list[list[float | int]]) -> np.ndarray:
+    """float32 ranges, or a 422: a huge integer, NaN or Infinity would quantize every value to one bucket."""
+    with np.errstate(over="ignore"):
+        try:
+            ranges = np.asarray(values, dtype=np.float64).astype(np.float32)
+        except OverflowError:  # an integer with hundreds of digits
+            ranges = np.full((2, 1), np.inf, dtype=np.float32)
+    if not np.isfinite(ranges).all():
+        raise ServeError(Kind.VALIDATION, "ranges must hold finite numbers within float32 (no NaN, Infinity or "
+                         "numbers beyond 3.4e38): send the per-dimension mins and maxs of real embeddings",
+                         code="invalid_value", param="ranges")
+    return ranges
+
+
+def sentence_cost(inputs: Prepared, dimensions: int) -> cost.Cost:
+    return cost.Cost(inputs.work(), cost.vectors(len(inputs.encoded), dimensions))
 
 
 def quantized(vectors: np.ndarray, body: Any, ranges: np.ndarray | None) -> np.ndarray:
@@ -112,7 +135,8 @@ def add_routes(app: Any, service: Service) -> None:
         dims = check_dimensions(body.dimensions, backend.dimension)
         ranges = check_precision(body, dims)
         inputs = await prepared(service, backend, body, body.input, "input", service.config.auto_truncate)
-        answer = await embed_inputs(service, backend, bk.SENTENCE, inputs, body, request.receive)
+        service.check_cost(sentence_cost(inputs, dims), "input")
+        answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
         vectors = quantized(sentence_vectors(answer.results, dims, normalize=True), body, ranges)
         if body.encoding_format == "base64":  # little-endian float32, or the int8 / uint8 bytes as they are
             wire = "<f4" if vectors.dtype == np.float32 else vectors.dtype
@@ -131,7 +155,8 @@ def add_routes(app: Any, service: Service) -> None:
         ranges = check_precision(body, dims)
         inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
                                 body.truncation_direction.lower())
-        answer = await embed_inputs(service, backend, bk.SENTENCE, inputs, body, request.receive)
+        service.check_cost(sentence_cost(inputs, dims))
+        answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
         vectors = quantized(sentence_vectors(answer.results, dims, body.normalize), body, ranges)
         return json(vectors.tolist(), answer.headers(started))
 
@@ -142,53 +167,54 @@ def add_routes(app: Any, service: Service) -> None:
         refuse_sentence_options(body)
         inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
                                 body.truncation_direction.lower())
-        answer = await embed_inputs(service, backend, bk.TOKEN, inputs, body, request.receive)
+        hidden = backend.embedder.model.hidden_size
+        needed = cost.Cost(inputs.work(), cost.vectors(inputs.output_rows(), hidden))
+        service.check_cost(needed)
+        answer = await embed_inputs(service, backend, TOKEN, inputs, body, request.receive)
         # As TEI: the last hidden states, not normalized.
-        return json([r.tolist() for r in answer.results], answer.headers(started))
+        return streamed(answer.results, answer.headers(started), needed.response_bytes)
 
     @app.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> Any:
         backend = service.model(body.model)
         texts, _, _ = split_inputs(body.inputs)
         service.check_count(texts, "inputs")
-        return json(await asyncio.to_thread(backend.tokens.detail, texts, "inputs", body.add_special_tokens))
+        tokens, size = await asyncio.to_thread(backend.tokens.detail, texts, "inputs", body.add_special_tokens,
+                                               service.config.max_request_tokens, service.config.max_response_bytes)
+        return streamed(tokens, None, size)
 
     @app.post("/fill-mask")
     async def fill_mask(body: FillMaskRequest, request: Request) -> Any:
         started = perf_counter()
         backend = service.model(body.model)
-        if backend.fill_mask is None:
-            raise ServeError(Kind.VALIDATION, f"model {backend.name!r} has no masked-LM head (an embedding-only "
-                             "package): use /embed, or serve a package exported with its head", param="model")
+        fm = _fill_mask(backend)
         limits = backend.fill_mask_limits
         if not 1 <= body.top_k <= limits.top_k:
             raise ServeError(Kind.VALIDATION, f"top_k must be between 1 and {limits.top_k}, got {body.top_k}",
                              param="top_k")
-        targets = _targets(body.targets)
+        words = _targets(body.targets)
         texts, _, single = split_inputs(body.inputs)
         service.check_count(texts, "inputs")
         # The runtime reads an over-long text whole (a window around each mask), so nothing is truncated here.
-        encoded = await asyncio.to_thread(backend.tokens.encode, texts, "inputs", True, "none")
-        counts = [_mask_count(backend, e, i) for i, e in enumerate(encoded)]
-        if sum(counts) > limits.masks_per_call:
-            raise ServeError(Kind.VALIDATION, f"the inputs hold {sum(counts)} {backend.fill_mask.mask_token} tokens, "
-                             f"over the limit of {limits.masks_per_call} per request: split the request",
-                             param="inputs")
-        key = (bk.FILL_MASK, body.top_k, targets)
-        longest = backend.tokens.max_length
-        payloads = [(min(len(e.ids), longest), (t, n)) for e, t, n in zip(encoded, texts, counts)]
+        plan = await asyncio.to_thread(_mask_plan, backend, texts, body.top_k, service.config.max_request_tokens)
+        targets = await asyncio.to_thread(_target_ids, backend, words)
+        needed = _fill_mask_cost(texts, plan, body.top_k)
+        service.check_cost(needed)
+        key = FillMaskKey(body.top_k, targets)
+        payloads = [(len(ids), (ids, positions)) for ids, positions, _ in plan.rows]
         answer = await service.compute(backend, key, payloads, request.receive)
-        return json(answer.results[0] if single else answer.results, answer.headers(started))
+        results = await asyncio.to_thread(fm.answer, plan, answer.results)
+        return streamed(results[0] if single else results, answer.headers(started), needed.response_bytes)
 
     @app.post("/embed_words")
     async def embed_words(body: WordsRequest, request: Request) -> Any:
         started = perf_counter()
         backend = service.model(body.model)
-        key, payloads = await asyncio.to_thread(prepare_words, service, backend, body, truncate_flag(body.truncate))
-        answer = await service.compute(backend, key, payloads, request.receive)
-        out = [{"words": r.words, "offsets": [list(o) for o in r.offsets], "embeddings": r.embeddings.tolist()}
+        answer, size = await embed_word_inputs(service, backend, body, truncate_flag(body.truncate),
+                                               request.receive)
+        out = [{"words": r.words, "offsets": [list(o) for o in r.offsets], "embeddings": r.embeddings}
                for r in answer.results]
-        return json(out, answer.headers(started))
+        return streamed(out, answer.headers(started), size)
 
     @app.get("/health")
     async def health() -> Any:
@@ -205,10 +231,36 @@ def add_routes(app: Any, service: Service) -> None:
         return Response(content, media_type=media)
 
 
-def _mask_count(backend: bk.Backend, encoded: Encoded, index: int) -> int:
+def _fill_mask(backend: bk.Backend) -> Any:
+    if backend.fill_mask is None:
+        raise ServeError(Kind.VALIDATION, f"model {backend.name!r} has no masked-LM head (an embedding-only "
+                         "package): use /embed, or serve a package exported with its head", param="model")
+    return backend.fill_mask
+
+
+def _mask_plan(backend: bk.Backend, texts: list[str], top_k: int, cap: int) -> Any:
+    """The runtime's FillMask.plan (rows, limits), its refusals worded for a request."""
+    fm = _fill_mask(backend)
+    for i, text in enumerate(texts):
+        check_text(text, f"inputs[{i}]" if len(texts) > 1 else "inputs")
+    backend.tokens.check_whole(texts, cap, "inputs", "over the limit a request may hold (--max-request-tokens): "
+                               "send the part around the masks")
+    encodings = fm.encode(texts)
+    counts = [_mask_count(backend, e.ids, i) for i, e in enumerate(encodings)]
+    limits = backend.fill_mask_limits
+    if sum(counts) > limits.masks_per_call:
+        raise ServeError(Kind.VALIDATION, f"the inputs hold {sum(counts)} {fm.mask_token} tokens, over the limit of "
+                         f"{limits.masks_per_call} per request: split the request", param="inputs")
+    try:
+        return fm.plan(texts, top_k, encodings=encodings)
+    except InputError as err:  # the answer would be too large (FillMaskLimits.sequence_chars)
+        raise ServeError(Kind.PAYLOAD, str(err), code="response_too_large", param="inputs") from None
+
+
+def _mask_count(backend: bk.Backend, ids: Sequence[int], index: int) -> int:
     """Masks in one input: at least one, at most the runtime's per-text limit."""
-    mask = backend.fill_mask
-    count = encoded.ids.count(mask.mask_id)
+    mask = _fill_mask(backend)
+    count = sum(1 for t in ids if t == mask.mask_id)
     if not count:
         raise ServeError(Kind.VALIDATION, f"inputs[{index}] has no {mask.mask_token} token: put "
                          f"{mask.mask_token} where the word to predict goes", param="inputs")
@@ -217,6 +269,26 @@ def _mask_count(backend: bk.Backend, encoded: Encoded, index: int) -> int:
         raise ServeError(Kind.VALIDATION, f"inputs[{index}] has {count} {mask.mask_token} tokens, over the limit of "
                          f"{limit} per text: split it", param="inputs")
     return count
+
+
+def _target_ids(backend: bk.Backend, words: tuple[str, ...] | None) -> tuple[int, ...] | None:
+    if words is None:
+        return None
+    try:
+        return tuple(int(t) for t in _fill_mask(backend).target_ids(list(words)))
+    except InputError as err:
+        raise ServeError(Kind.VALIDATION, str(err), param="targets") from None
+
+
+def _fill_mask_cost(texts: list[str], plan: Any, top_k: int) -> cost.Cost:
+    """Every row's tokens; per prediction its fixed fields plus its sequence (the row's share of its text)."""
+    tokens = sum(len(ids) for ids, _, _ in plan.rows)
+    size = 0
+    for ids, positions, slots in plan.rows:
+        i = slots[0][0]
+        chars = len(texts[i]) * len(ids) // max(len(plan.encodings[i].ids), 1)
+        size += len(positions) * top_k * (cost.BYTES_PER_PREDICTION + chars)
+    return cost.Cost(tokens, size)
 
 
 def _targets(value: str | list[str] | None) -> tuple[str, ...] | None:
@@ -262,6 +334,13 @@ def service_info(service: Service) -> dict[str, Any]:
             "payload_limit": cfg.payload_limit,
             "auto_truncate": cfg.auto_truncate,
             "api_key": cfg.api_key is not None,
+            "max_request_tokens": cfg.max_request_tokens,
+            "max_response_bytes": cfg.max_response_bytes,
+            "max_batch_ms": cfg.max_batch_ms,
+            "header_timeout": cfg.header_timeout,
+            "body_timeout": cfg.body_timeout,
+            "max_connections_per_address": cfg.max_connections_per_address,
+            "drain_timeout": cfg.drain_timeout,
         },
         "versions": {"polyglot_onnx": __version__, "onnxruntime": onnxruntime.__version__,
                      "tokenizers": tokenizers.__version__},

@@ -1,16 +1,28 @@
-"""Run the app on uvicorn: load first (a bad package refuses to start), SIGTERM drains then exits 0."""
+"""Run the app on uvicorn: load first (a bad package refuses to start), SIGTERM drains then exits 0.
+
+Draining: on SIGTERM /health turns 503 and new requests get a 503 in the error shape (the port stays
+open, so clients see an answer, not a refused connection) while the requests in flight are answered;
+bodies still arriving are cut off. The server exits once none is left, or --drain-timeout after the
+signal: then a request whose answer has not started gets a 503 and its queued inputs are dropped, so
+the exit comes within the timeout plus one batch (batches are cut to --max-batch-ms of work).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+from time import monotonic
 from typing import Any
 
 from polyglot_onnx.serve.backend import Backend
 from polyglot_onnx.serve.config import CONFIG_ENV, ServeConfig
+from polyglot_onnx.serve.connections import guarded_protocol, uvicorn_protocol
+from polyglot_onnx.serve.memory import Trimmer
 
 log = logging.getLogger("polyglot_onnx.serve")
+# Seconds after --drain-timeout for answers already being sent, and then for uvicorn's own shutdown.
+LATE_ANSWER_GRACE = 2
 
 
 def load_backends(config: ServeConfig) -> list[Backend]:
@@ -22,9 +34,15 @@ def load_backends(config: ServeConfig) -> list[Backend]:
     return backends
 
 
+def protocol(config: ServeConfig) -> type:
+    """uvicorn's HTTP protocol with the header deadline and the per-address connection cap."""
+    return guarded_protocol(uvicorn_protocol(), config.header_timeout, config.max_connections_per_address)
+
+
 def run_server(config: ServeConfig, host: str, port: int, workers: int = 1, log_level: str = "info") -> int:
     import uvicorn
 
+    Trimmer().limit_arenas()  # before onnxruntime and the tokenizers start their threads
     if workers > 1:
         # uvicorn's supervisor starts each worker from an import string; the config travels as JSON.
         load_backends(config)  # refuse a bad package here, once, before any worker starts
@@ -32,14 +50,15 @@ def run_server(config: ServeConfig, host: str, port: int, workers: int = 1, log_
         if config.api_key:
             os.environ.setdefault("POLYGLOT_API_KEY", config.api_key)
         uvicorn.run("polyglot_onnx.serve.app_factory:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, timeout_graceful_shutdown=int(config.drain_timeout))
+                    workers=workers, log_level=log_level, timeout_graceful_shutdown=int(config.drain_timeout),
+                    http=protocol(config))
         return 0
 
     from polyglot_onnx.serve.app import create_app
 
     app = create_app(config, load_backends(config))
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                                           timeout_graceful_shutdown=int(config.drain_timeout)))
+                                           http=protocol(config), timeout_graceful_shutdown=LATE_ANSWER_GRACE))
     # uvicorn re-raises the signal it caught after its graceful shutdown; a no-op handler makes that a
     # clean return, so a drained SIGTERM exits 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
@@ -48,16 +67,36 @@ def run_server(config: ServeConfig, host: str, port: int, workers: int = 1, log_
 
 
 class _Draining:
-    """Mixin: flip /health to 503 the moment a shutdown signal arrives, before connections drain."""
+    """Mixin: on the first shutdown signal, drain (503 to new requests, answer the ones in flight) until
+    none is left or --drain-timeout has passed; a second signal stops as uvicorn does."""
 
     config: Any
+    should_exit: bool
+    _captured_signals: list[int]
+    _drain_began: float | None = None
+
+    def _service(self) -> Any:
+        app = self.config.loaded_app if getattr(self.config, "loaded", False) else self.config.app
+        return _find_service(app)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
-        app = self.config.loaded_app if getattr(self.config, "loaded", False) else self.config.app
-        service = _find_service(app)
-        if service is not None:
-            service.state = "draining"
-        super().handle_exit(sig, frame)  # type: ignore[misc]
+        service = self._service()
+        if service is None or self._drain_began is not None or not getattr(self, "started", False):
+            super().handle_exit(sig, frame)  # type: ignore[misc]
+            return
+        self._captured_signals.append(sig)  # uvicorn re-raises it after shutdown (SIGTERM's handler: a no-op)
+        self._drain_began = monotonic()
+        service.begin_drain()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_began is not None and not self.should_exit:
+            service = self._service()
+            waited = monotonic() - self._drain_began
+            if waited >= service.config.drain_timeout:
+                service.end_drain()  # late requests: 503 in the error shape
+            if service.busy == 0 or waited >= service.config.drain_timeout + LATE_ANSWER_GRACE:
+                self.should_exit = True
+        return await super().on_tick(counter)  # type: ignore[misc,no-any-return]
 
 
 def _find_service(app: Any) -> Any:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from time import perf_counter
 from typing import Any
 
 from polyglot_onnx.errors import InputError, PolyglotError, first_line
+from polyglot_onnx.serve import cost as costs
 from polyglot_onnx.serve.backend import Backend
 from polyglot_onnx.serve.batching import BatchQueue, Ticket
 from polyglot_onnx.serve.config import ServeConfig
 from polyglot_onnx.serve.errors import Kind, ServeError
+from polyglot_onnx.serve.keys import BatchKey
+from polyglot_onnx.serve.memory import Trimmer
 from polyglot_onnx.serve.metrics import Metrics
 
 log = logging.getLogger("polyglot_onnx.serve")
@@ -48,11 +52,44 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         self.state = STARTING
-        self.in_flight = 0
+        self.in_flight = 0  # requests admitted (whole body in), not yet answered
+        self.uploading = 0  # requests whose body is still arriving
+        self.memory = Trimmer()
         self.backends: dict[str, Backend] = {}
         self.queues: dict[str, BatchQueue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_started: asyncio.Future[None] | None = None
+        self._drain_expired: asyncio.Future[None] | None = None
         if backends is not None:
             self._register(backends)
+
+    @property
+    def drain_started(self) -> asyncio.Future[None]:
+        """Done once a shutdown signal arrived: bodies still arriving are cut off (503)."""
+        if self._drain_started is None:
+            self._drain_started = asyncio.get_running_loop().create_future()
+        return self._drain_started
+
+    @property
+    def drain_expired(self) -> asyncio.Future[None]:
+        """Done once --drain-timeout has passed: requests whose answer has not started get a 503."""
+        if self._drain_expired is None:
+            self._drain_expired = asyncio.get_running_loop().create_future()
+        return self._drain_expired
+
+    def begin_drain(self) -> None:
+        """From a signal handler: /health says draining, new requests get 503, uploads are cut off."""
+        self.state = DRAINING
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(_finish, self.drain_started)
+
+    def end_drain(self) -> None:
+        """On the event loop, once --drain-timeout has passed."""
+        _finish(self.drain_expired)
+
+    @property
+    def busy(self) -> int:
+        return self.in_flight + self.uploading
 
     def _register(self, backends: list[Backend]) -> None:
         for backend in backends:
@@ -64,22 +101,27 @@ class Service:
 
     async def start(self) -> None:
         """Load (when not given), warm up, start one queue per model; then /health says ready."""
+        self._loop = asyncio.get_running_loop()
+        self._drain_started = self._loop.create_future()  # on the loop that serves (an app may be started again)
+        self._drain_expired = self._loop.create_future()
         if not self.backends:
             loaded = [await asyncio.to_thread(Backend.load, spec, self.config) for spec in self.config.models]
             self._register(loaded)
         for name, backend in self.backends.items():
-            await asyncio.to_thread(backend.warm_up)
+            rates = await asyncio.to_thread(backend.warm_up)
             queue = BatchQueue(
                 backend.run,
                 self.config.max_batch_tokens,
                 self.config.max_batch_rows,
                 backend.pad_multiple,
-                on_batch=lambda report, n=name: self.metrics.observe_batch(n, report),
+                on_batch=partial(self.metrics.observe_batch, name),
                 name=name,
+                max_batch_seconds=self.config.max_batch_ms / 1000,
             )
+            queue.seed(rates)
             queue.start()
             self.queues[name] = queue
-            self.metrics.queue_depth.labels(name).set_function(lambda q=queue: q.depth)
+            self.metrics.queue_depth.labels(name).set_function(partial(_depth, queue))
             self.metrics.model_info.labels(
                 name, str(backend.description.get("model")), backend.variant, backend.provider,
                 str(backend.batch_invariant).lower(),
@@ -117,9 +159,16 @@ class Service:
                 param=field,
             )
 
-    async def compute(self, backend: Backend, key: Hashable, inputs: Sequence[tuple[int, Any]], receive: Any,
-                      keys: Sequence[Hashable] | None = None) -> Answer:
-        """Queue the inputs, wait for every result (in order); a client that leaves drops its inputs."""
+    def check_cost(self, cost: costs.Cost, field: str = "inputs") -> None:
+        """The per-request caps (413), before anything is queued."""
+        costs.check(cost, self.config, field)
+
+    async def compute(self, backend: Backend, key: BatchKey, inputs: Sequence[tuple[int, Any]], receive: Any,
+                      keys: Sequence[BatchKey] | None = None, usage_tokens: int | None = None) -> Answer:
+        """Queue the inputs, wait for every result (in order); a client that leaves drops its inputs.
+
+        ``usage_tokens``: the request's token count as usage reports it, when it differs from the work
+        queued (a long text read whole counts its tokens once, its windows overlap)."""
         queue = self.queues[backend.name]
         ticket = queue.submit(key, inputs, keys)
         try:
@@ -134,20 +183,31 @@ class Service:
             raise ServeError(
                 Kind.BACKEND, f"inference failed for this request's batch: {first_line(err)}", code="backend_failure"
             ) from err
-        return Answer(results, ticket.tokens, ticket.queue_seconds, ticket.inference_seconds)
+        tokens = ticket.tokens if usage_tokens is None else usage_tokens
+        return Answer(results, tokens, ticket.queue_seconds, ticket.inference_seconds)
+
+
+def _finish(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _depth(queue: BatchQueue) -> int:
+    return queue.depth
 
 
 async def _wait(ticket: Ticket, receive: Any) -> list[Any]:
     if receive is None:
         return await ticket.done
-    listener = asyncio.ensure_future(_disconnected(receive))
+    listener: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(receive))
+    waiting: set[asyncio.Future[Any]] = {ticket.done, listener}
     try:
-        done, _ = await asyncio.wait({ticket.done, listener}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not listener.done():
             listener.cancel()
     if ticket.done in done:
-        return ticket.done.result()
+        return list(ticket.done.result())
     raise ClientGone()
 
 

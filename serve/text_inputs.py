@@ -3,25 +3,41 @@
 Semantics are Embedder.encode's (runtime/sentence_options.py, runtime/long_text.py): a prompt is
 prepended to each text and pooled with it, so its tokens count in usage and in the token budget;
 with ``long_text='window'`` a text over the model maximum is embedded whole as overlapping windows.
-Inputs within the maximum go to the batcher as token ids; whole texts go through the same queue
-(same worker thread, same disconnect drop) under their own key, where the runtime reads them.
+Inputs within the maximum go to the batcher as token ids; a text read whole is cut into its windows
+here (the runtime's plan and limits), and each window is queued on its own, so a long document runs
+as many short batches that other requests' inputs interleave with. Each window returns only what its
+text keeps (its share of the pooled vector, or the token rows it owns), joined back in order.
 Tokenizing runs in a thread (``asyncio.to_thread``), so a large request does not hold up the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from polyglot_onnx.errors import InputError
+from polyglot_onnx.runtime.embedder import check_window_pooling, word_embeddings
+from polyglot_onnx.runtime.long_text import (
+    Windows,
+    check_stride,
+    check_windows,
+    from_whole,
+    pooled_from_parts,
+    special_frame,
+    window_starts,
+)
 from polyglot_onnx.runtime.sentence_options import resolve_prompt as runtime_prompt
 from polyglot_onnx.runtime.sentence_options import with_prompt
 from polyglot_onnx.serve import backend as bk
+from polyglot_onnx.serve import cost
+from polyglot_onnx.serve.cost import Cost
 from polyglot_onnx.serve.errors import Kind, ServeError
+from polyglot_onnx.serve.keys import SENTENCE, BatchKey, WindowKey, WordKey, output_key
 from polyglot_onnx.serve.service import Answer, Service
-from polyglot_onnx.serve.tokens import Encoded
+from polyglot_onnx.serve.tokens import Encoded, check_text
 
 
 def split_inputs(value: Any) -> tuple[list[Any], bool, bool]:
@@ -37,13 +53,26 @@ def split_inputs(value: Any) -> tuple[list[Any], bool, bool]:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A request's inputs, tokenized: ids for the batcher, and which texts are read whole."""
+    """A request's inputs, tokenized: ids for the batcher, and the windows of texts read whole."""
 
     encoded: list[Encoded]
-    texts: list[str]  # the texts as sent, without the prompt ([] for token-id inputs)
-    whole: frozenset[int]  # indices over the maximum with long_text='window'
+    texts: list[str]  # the texts as the model reads them (prompt prepended; [] for token-id inputs)
+    whole: dict[int, Windows]  # inputs over the maximum with long_text='window', cut into windows
     prompt: str | None
     single: bool
+
+    def usage(self) -> int:
+        """Tokens as usage reports them: a text read whole counts every token once."""
+        return sum(len(self.whole[i].doc.ids) if i in self.whole else len(e.ids) for i, e in enumerate(self.encoded))
+
+    def work(self) -> int:
+        """Tokens the model computes: a text read whole counts every window at full length."""
+        return sum(sum(len(r) for r in self.whole[i].rows()) if i in self.whole else len(e.ids)
+                   for i, e in enumerate(self.encoded))
+
+    def output_rows(self) -> int:
+        """Token vectors a per-token answer holds."""
+        return self.usage()
 
 
 def resolve_prompt(backend: bk.Backend, body: Any, are_ids: bool) -> str | None:
@@ -55,32 +84,73 @@ def resolve_prompt(backend: bk.Backend, body: Any, are_ids: bool) -> str | None:
                              param="prompt" if body.prompt is not None else "prompt_name")
         return None
     try:
-        return runtime_prompt(backend.embedder.engine.manifest.model, body.prompt_name, body.prompt)
+        backend.embedder.limits.check_prompt(body.prompt)
+    except InputError as err:
+        raise ServeError(Kind.PAYLOAD, str(err).replace("load with limits=TextLimits(prompt_chars=...)",
+                         "put it in the texts"), code="prompt_too_long", param="prompt") from None
+    try:
+        check_text(body.prompt or "", "prompt")
+        return runtime_prompt(backend.embedder.model, body.prompt_name, body.prompt)
     except InputError as err:  # an unknown name: the message lists the package's prompts
         raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="prompt_name") from None
 
 
-def check_stride(body: Any) -> None:
+def check_positive_stride(body: Any) -> None:
     if body.window_stride is not None and body.window_stride < 1:
         raise ServeError(Kind.VALIDATION, f"window_stride must be a positive number of tokens, got "
                          f"{body.window_stride}", code="invalid_value", param="window_stride")
 
 
+def plan_windows(service: Service, backend: bk.Backend, texts: list[str], encoded: list[Encoded],
+                 stride: int | None, detail: bool) -> dict[int, Windows]:
+    """The windows of each text over the maximum (the runtime's plan and limits), before any model work.
+
+    The windows are counted from the token count alone, and the request refused (413) before its
+    long texts become Python lists: a 2 MB text is half a million tokens."""
+    long = [i for i, e in enumerate(encoded) if e.truncated]
+    if not long:
+        return {}
+    text = backend.embedder.engine.text
+    prefix, suffix = special_frame(text.tokenizer)
+    room = text.max_length - prefix - suffix
+    limits = backend.embedder.limits
+    try:
+        step = check_stride(stride, room, limits)
+    except InputError as err:
+        raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="window_stride") from None
+    most = min(limits.windows_per_text, service.config.max_request_tokens // text.max_length)
+    backend.tokens.check_whole(
+        [texts[i] for i in long], room + (most - 1) * step + prefix + suffix, "inputs",
+        f"more than the {most} windows a request may run can read (window_stride {step}; --max-request-tokens "
+        f"{service.config.max_request_tokens}): send it in parts, or use a larger window_stride")
+    encodings = text.whole([texts[i] for i in long])
+    starts = [window_starts(len(e) - prefix - suffix, room, step) for e in encodings]
+    try:
+        check_windows([len(s) for s in starts], limits)
+    except InputError as err:  # the numbering is the long texts', not the request's
+        raise ServeError(Kind.PAYLOAD, str(err).replace("text ", "a text ", 1), code="request_too_expensive",
+                         param="inputs") from None
+    short = sum(len(e.ids) for i, e in enumerate(encoded) if i not in set(long))
+    service.check_cost(Cost(short + sum(len(s) for s in starts) * text.max_length, 0))
+    return {i: Windows(from_whole(e, prefix, suffix, detail), room, s) for i, e, s in zip(long, encodings, starts)}
+
+
 def prepare(service: Service, backend: bk.Backend, body: Any, value: Any, field: str, truncate: bool,
-            direction: str = "right") -> Prepared:
+            direction: str = "right", detail: bool = False) -> Prepared:
     """Tokenize one request (in a worker thread); an explicit long_text replaces the truncate rules."""
     items, are_ids, single = split_inputs(value)
     service.check_count(items, field)
-    check_stride(body)
+    check_positive_stride(body)
     prompt = resolve_prompt(backend, body, are_ids)
     window = body.long_text == "window"
     if are_ids:  # ids are the model's input as given: over the maximum, window cannot re-read them
         cut = False if window else truncate or body.long_text == "truncate"
-        return Prepared(backend.tokens.check_ids(items, field, cut), [], frozenset(), None, single)
+        return Prepared(backend.tokens.check_ids(items, field, cut), [], {}, None, single)
     cut = truncate if body.long_text is None else True
-    encoded = backend.tokens.encode(with_prompt(items, prompt), field, cut, direction)
-    whole = frozenset(i for i, e in enumerate(encoded) if window and e.truncated)
-    return Prepared(encoded, items, whole, prompt, single)
+    texts = with_prompt(items, prompt)
+    encoded = backend.tokens.encode(texts, field, cut, direction)
+    whole = plan_windows(service, backend, texts, encoded, body.window_stride, detail) if window else {}
+    return Prepared(encoded, texts, whole, prompt, single)
 
 
 async def prepared(service: Service, backend: bk.Backend, body: Any, value: Any, field: str, truncate: bool,
@@ -88,25 +158,103 @@ async def prepared(service: Service, backend: bk.Backend, body: Any, value: Any,
     return await asyncio.to_thread(prepare, service, backend, body, value, field, truncate, direction)
 
 
+def window_mode(backend: bk.Backend, output: str) -> str:
+    """What each window of a long text returns: its owned rows, or its share of the pooled vector."""
+    if output != SENTENCE:
+        return "rows"
+    pooling = str(backend.embedder.model.default_pooling)
+    try:
+        check_window_pooling(pooling)
+    except InputError as err:
+        raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="long_text") from None
+    return pooling
+
+
+def queued(inputs: Prepared, output: str, mode: str) -> tuple[list[BatchKey], list[tuple[int, Any]]]:
+    """One queue item per input within the maximum, one per window of a text read whole."""
+    keys: list[BatchKey] = []
+    payloads: list[tuple[int, Any]] = []
+    for i, e in enumerate(inputs.encoded):
+        if i not in inputs.whole:
+            keys.append(output_key(output))
+            payloads.append((len(e.ids), e.ids))
+            continue
+        windows = inputs.whole[i]
+        for k, (row, span) in enumerate(zip(windows.rows(), windows.owned())):
+            keys.append(WindowKey(mode))
+            payloads.append((len(row), bk.WindowPayload(row, span, k == 0)))
+    return keys, payloads
+
+
+def joined(inputs: Prepared, results: list[Any], mode: str, pooled_output: str) -> list[Any]:
+    """Per input: its result, or its windows' results joined (pooled, or the token rows in order)."""
+    out: list[Any] = []
+    at = 0
+    for i in range(len(inputs.encoded)):
+        if i not in inputs.whole:
+            out.append(results[at])
+            at += 1
+            continue
+        count = len(inputs.whole[i].starts)
+        parts = results[at : at + count]
+        at += count
+        if mode == "rows":
+            out.append(np.concatenate(parts))
+        else:
+            out.append(pooled_from_parts(parts, len(inputs.whole[i].doc.ids), pooled_output))
+    return out
+
+
 async def embed(service: Service, backend: bk.Backend, output: str, inputs: Prepared, body: Any,
                 receive: Any) -> Answer:
     """Sentence or token vectors (unnormalized) in input order; whole texts counted at their full length."""
-    key: Hashable = (output,)
-    whole_key: Hashable = (bk.WHOLE, output, inputs.prompt, body.window_stride)
-    keys = [whole_key if i in inputs.whole else key for i in range(len(inputs.encoded))]
-    payloads = [(e.length, inputs.texts[i]) if i in inputs.whole else (len(e.ids), e.ids)
-                for i, e in enumerate(inputs.encoded)]
-    return await service.compute(backend, key, payloads, receive, keys if inputs.whole else None)
+    mode = window_mode(backend, output) if inputs.whole else "rows"
+    keys, payloads = queued(inputs, output, mode)
+    answer = await service.compute(backend, output_key(output), payloads, receive, keys if inputs.whole else None,
+                                   usage_tokens=inputs.usage())
+    if inputs.whole:
+        answer.results = joined(inputs, answer.results, mode, backend.pooled_output)
+    return answer
 
 
-def prepare_words(service: Service, backend: bk.Backend, body: Any, truncate: bool) -> tuple[Hashable, list[Any]]:
-    """The word route's queue key and (length, text) payloads: Embedder.encode(output='word') reads them."""
-    texts, _, _ = split_inputs(body.inputs)
-    service.check_count(texts, "inputs")
-    check_stride(body)
-    prompt = resolve_prompt(backend, body, False)
-    window = body.long_text == "window"
-    cut = truncate if body.long_text is None else True
-    encoded = backend.tokens.encode(with_prompt(texts, prompt), "inputs", cut)
-    key = (bk.WORD, body.normalize, prompt, "window" if window else "truncate", body.window_stride if window else None)
-    return key, [(e.length if window else len(e.ids), t) for e, t in zip(encoded, texts)]
+def words_cost(backend: bk.Backend, inputs: Prepared) -> Cost:
+    chars = sum(len(t) for t in inputs.texts)
+    return Cost(inputs.work(), cost.vectors(inputs.output_rows(), backend.embedder.model.hidden_size)
+                + 2 * chars)
+
+
+async def embed_words(service: Service, backend: bk.Backend, body: Any, truncate: bool,
+                      receive: Any) -> tuple[Answer, int]:
+    """Word vectors: texts within the maximum (or truncated) through the runtime's output='word'; a text read
+    whole through its windows, then its token rows pooled per word as the runtime does."""
+    inputs = await asyncio.to_thread(prepare, service, backend, body, body.inputs, "inputs", truncate, "right", True)
+    needed = words_cost(backend, inputs)
+    service.check_cost(needed)
+    keys: list[BatchKey] = []
+    payloads: list[tuple[int, Any]] = []
+    word_key = WordKey(body.normalize, inputs.prompt)
+    items, _, _ = split_inputs(body.inputs)
+    for i, e in enumerate(inputs.encoded):
+        if i in inputs.whole:
+            windows = inputs.whole[i]
+            for k, (row, span) in enumerate(zip(windows.rows(), windows.owned())):
+                keys.append(WindowKey("rows"))
+                payloads.append((len(row), bk.WindowPayload(row, span, k == 0)))
+        else:
+            keys.append(word_key)
+            payloads.append((len(e.ids), items[i]))
+    answer = await service.compute(backend, word_key, payloads, receive, keys, usage_tokens=inputs.usage())
+    if inputs.whole:
+        rows = joined(inputs, answer.results, "rows", backend.pooled_output)
+        answer.results = [_words(inputs, i, r, body.normalize) if i in inputs.whole else r for i, r in enumerate(rows)]
+    return answer, needed.response_bytes
+
+
+def _words(inputs: Prepared, i: int, vectors: np.ndarray, normalize: bool) -> Any:
+    """A whole text's word vectors, as Embedder.encode(output='word', long_text='window') makes them."""
+    from dataclasses import replace
+
+    from polyglot_onnx.runtime.embedder import _normalized
+
+    record = word_embeddings(inputs.texts[i], inputs.whole[i].doc, vectors)
+    return replace(record, embeddings=_normalized(record.embeddings)) if normalize else record

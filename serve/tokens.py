@@ -6,18 +6,20 @@ inputs are taken as model input ids as given (what ``/tokenize`` returns, specia
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from polyglot_onnx.runtime.text import dropped_tokens
+from polyglot_onnx.runtime.text import cut_for_truncation, dropped_tokens
+from polyglot_onnx.serve.cost import BYTES_PER_TOKEN
 from polyglot_onnx.serve.errors import Kind, ServeError
+from polyglot_onnx.serve.responses import ROWS_PER_CHUNK, dumps
 
 
 @dataclass(frozen=True)
 class Encoded:
     ids: list[int]
-    length: int  # before truncation
+    length: int  # before truncation (at least this many when the text was cut before tokenizing)
     truncated: bool
 
 
@@ -69,7 +71,11 @@ class Tokens:
         """Ids the model will see; without ``truncate`` an over-long input is a 422 naming its length."""
         for i, text in enumerate(texts):
             check_text(text, f"{field}[{i}]" if len(texts) > 1 else field)
-        encodings = self._tokenizer(direction).encode_batch(list(texts))
+        tokenizer = self._tokenizer(direction)
+        if truncate:  # a long text is cut to what the model can keep before the tokenizer reads it
+            encodings, _ = cut_for_truncation(tokenizer, texts, self.max_length, left=direction == "left")
+        else:
+            encodings = tokenizer.encode_batch(list(texts))
         out = []
         for i, enc in enumerate(encodings):
             length = full_length(enc)
@@ -112,21 +118,65 @@ class Tokens:
             out.append(Encoded(ids, len(row), len(row) > len(ids)))
         return out
 
-    def detail(self, texts: Sequence[str], field: str, add_special_tokens: bool) -> list[list[dict[str, Any]]]:
-        """TEI's /tokenize: per input, each token's id, text, special flag and character span."""
+    def check_whole(self, texts: Sequence[str], max_tokens: int, field: str, why: str) -> None:
+        """413 for a text with more than ``max_tokens`` tokens, counted without holding its whole encoding (a 2 MB
+        text is ~700,000 tokens, ~300 MB as an encoding): for routes that read texts whole."""
+        for i, text in enumerate(texts):
+            if len(text) <= self.max_length:  # a token is at least a character: nothing to count
+                continue
+            count = self.encoder.count_tokens(text, max_tokens)
+            if count > max_tokens:
+                name = f"{field}[{i}]" if len(texts) > 1 else field
+                raise ServeError(Kind.PAYLOAD, f"{name} has more than {max_tokens} tokens, {why}",
+                                 code="request_too_expensive", param=field)
+
+    def detail(self, texts: Sequence[str], field: str, add_special_tokens: bool, max_tokens: int | None = None,
+               max_bytes: int | None = None) -> tuple[list[TokenDetail], int]:
+        """TEI's /tokenize: per input, each token's id, text, special flag and character span, and the answer's
+        estimated size. Over ``max_tokens`` tokens, or ``max_bytes`` (about 80 bytes a token, 40x the text), it is
+        a 413, refused before any token becomes a Python object."""
         for i, text in enumerate(texts):
             check_text(text, f"{field}[{i}]" if len(texts) > 1 else field)
+        if max_tokens is not None:
+            self.check_whole(texts, max_tokens, field, "over the limit per request (--max-request-tokens): send "
+                             "shorter texts")
         encodings = self._tokenizer("none").encode_batch(list(texts), add_special_tokens=add_special_tokens)
-        out = []
-        for text, enc in zip(texts, encodings):
-            tokens = []
-            for tid, tok, (start, stop), special in zip(enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask):
-                tokens.append(
-                    {"id": tid, "text": tok, "special": bool(special), "start": None if special else start,
-                     "stop": None if special else stop}
-                )
-            out.append(tokens)
-        return out
+        count = sum(len(e) for e in encodings)
+        if max_tokens is not None and count > max_tokens:
+            raise ServeError(Kind.PAYLOAD, f"the inputs hold {count} tokens, over the limit of {max_tokens} per "
+                             "request (--max-request-tokens): send shorter texts", code="request_too_expensive",
+                             param=field)
+        size = count * BYTES_PER_TOKEN + 2 * sum(len(t) for t in texts)
+        if max_bytes is not None and size > max_bytes:
+            raise ServeError(Kind.PAYLOAD, f"the answer would be about {size} bytes ({count} tokens), over the "
+                             f"limit of {max_bytes} per request (--max-response-bytes): send shorter texts",
+                             code="response_too_large", param=field)
+        return [TokenDetail(e) for e in encodings], size
 
     def mask_count(self, ids: Sequence[int], mask_id: int) -> int:
         return sum(1 for t in ids if t == mask_id)
+
+
+class TokenDetail:
+    """One input's /tokenize answer: rendered a few hundred tokens at a time (serve/responses.py), so a long
+    text's answer never exists as one dict per token all at once."""
+
+    def __init__(self, encoding: Any) -> None:
+        self.encoding = encoding
+
+    def _rows(self) -> Iterator[list[dict[str, Any]]]:
+        enc = self.encoding
+        ids, tokens, offsets, special = enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask
+        for start in range(0, len(ids), ROWS_PER_CHUNK):
+            yield [{"id": ids[k], "text": tokens[k], "special": bool(special[k]),
+                    "start": None if special[k] else offsets[k][0], "stop": None if special[k] else offsets[k][1]}
+                   for k in range(start, min(start + ROWS_PER_CHUNK, len(ids)))]
+
+    def plain(self) -> list[dict[str, Any]]:
+        return [row for rows in self._rows() for row in rows]
+
+    def json_pieces(self) -> Iterator[str]:
+        yield "["
+        for n, rows in enumerate(self._rows()):
+            yield ("," if n else "") + dumps(rows)[1:-1]
+        yield "]"

@@ -83,7 +83,7 @@ def test_jsonl_to_shards_equals_in_process(package, corpus, tmp_path):
     expected = Embedder.load(package).encode(texts)
     np.testing.assert_allclose(np.stack(df["embedding"]), expected, atol=2e-6)
     assert df["truncated"].any() and not df["truncated"].all()
-    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    table = pq.read_table(tmp_path / "out" / "data" / "part-00000.parquet")
     assert table.schema.field("embedding").type == pa.list_(pa.field("element", pa.float32(), False), 64)
     errors = [json.loads(line) for line in (tmp_path / "out" / "_errors.jsonl").read_text().splitlines()]
     assert [e["reason"].split(" (")[0] for e in errors][:3] == ["not text", "missing text", "empty text"]
@@ -121,7 +121,7 @@ def test_quantized_dtypes_are_calibrated_once(package, corpus, tmp_path):
     embed_corpus(package, path, tmp_path / "i8", opts(dtype="int8"))
     run = json.loads((tmp_path / "i8" / "_run.json").read_text())
     scales = np.array(run["codec"]["scales"], dtype=np.float32)
-    for shard in sorted((tmp_path / "i8").glob("part-*.parquet")):  # the same scales in every shard
+    for shard in sorted((tmp_path / "i8" / "data").glob("part-*.parquet")):  # the same scales in every shard
         meta = json.loads(pq.read_schema(shard).metadata[b"polyglot_onnx"])
         assert meta["codec"]["scales"] == run["codec"]["scales"]
     q = np.stack(read_out(tmp_path / "i8")["embedding"])
@@ -271,21 +271,23 @@ ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level
 from polyglot_onnx.jobs import JobOptions, embed_corpus
 for out in sys.argv[3:]:  # a fresh run, then the resume of a run the local engine left half done
     embed_corpus(sys.argv[1], sys.argv[2], out, JobOptions(id_column="doc", shard_size=16, engine="ray", actors=2,
-                 show_progress=False))
+                 show_progress=False, keep_columns=("text",)))
 """
 
 
 @pytest.mark.slow
 def test_ray_engine_equals_local(package, corpus, tmp_path):
-    """Local Ray, 2 actors: the same shards row for row, fresh and resuming a local run (one shard damaged)."""
+    """Local Ray, 2 actors: the same shards row for row (kept text included), fresh and resuming a local run (one
+    shard damaged)."""
     if not os.environ.get("POLYGLOT_SLOW"):
         pytest.skip("starting Ray takes 30-60 s on 2 cores (this test: 52-75 s): set POLYGLOT_SLOW=1 to run it")
     path, _, _ = corpus
-    embed_corpus(package, path, tmp_path / "local", opts())
+    embed_corpus(package, path, tmp_path / "local", opts(keep_columns=("text",)))
     half = cli("embed-corpus", str(package), "--input", str(path), "--out", str(tmp_path / "resumed"), "--id-column",
-               "doc", "--shard-size", "16", "--quiet", env={"POLYGLOT_ONNX_JOB_KILL": "after_commit:3"})
+               "doc", "--shard-size", "16", "--keep-columns", "text", "--quiet",
+               env={"POLYGLOT_ONNX_JOB_KILL": "after_commit:3"})
     assert half.returncode == -9
-    shard = tmp_path / "resumed" / "part-00001.parquet"  # damaged: redone in the driver before Ray takes the rest
+    shard = tmp_path / "resumed" / "data" / "part-00001.parquet"  # damaged: redone in the driver, then Ray goes on
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
@@ -295,7 +297,7 @@ def test_ray_engine_equals_local(package, corpus, tmp_path):
     local = pq.read_table(tmp_path / "local")
     for out in ("ray", "resumed"):
         got = pq.read_table(tmp_path / out)
-        for name in ("id", "n_tokens", "truncated"):
+        for name in ("id", "text", "n_tokens", "truncated"):
             assert got.column(name).equals(local.column(name)), (out, name)
         np.testing.assert_allclose(np.stack(got.column("embedding").to_pylist()),
                                    np.stack(local.column("embedding").to_pylist()), atol=1e-6)

@@ -186,16 +186,17 @@ def _truncate(path: Path) -> None:
 
 def _damage(out: Path, reference: Path) -> list[str]:
     """Every kind of damage, each to its own shard; returns the damaged shard names."""
-    shards = sorted(p.name for p in out.glob("part-*.parquet"))
+    data, ref = out / "data", reference / "data"
+    shards = sorted(p.name for p in data.glob("part-*.parquet"))
     assert len(shards) >= 9, shards
-    _flip(out / shards[1])
-    _zero_page(out / shards[2])
-    shutil.copy(reference / shards[3], out / shards[3])  # another run's shard (same job, other run id)
-    shutil.copy(reference / shards[4], out / shards[4])  # ... with that run's ledger entry
+    _flip(data / shards[1])
+    _zero_page(data / shards[2])
+    shutil.copy(ref / shards[3], data / shards[3])  # another run's shard (same job, other run id)
+    shutil.copy(ref / shards[4], data / shards[4])  # ... with that run's ledger entry
     shutil.copy(reference / "_ledger" / "part-00004.json", out / "_ledger" / "part-00004.json")
     _flip(out / "_ledger" / "part-00005.json")  # a damaged ledger entry: its shard cannot be trusted
-    (out / shards[6]).unlink()  # a committed shard deleted
-    _truncate(out / shards[-1])  # the last shard cut short
+    (data / shards[6]).unlink()  # a committed shard deleted
+    _truncate(data / shards[-1])  # the last shard cut short
     return [shards[i] for i in (1, 2, 3, 4, 5, 6, -1)]
 
 
@@ -211,12 +212,12 @@ def test_damaged_shards_of_a_finished_run_are_redone_exactly(package, poisoned, 
     out = tmp_path / "out"
     embed_corpus(package, poisoned[0], out, opts())
     damaged = _damage(out, reference)
-    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet") if p.name not in damaged}
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("data/part-*.parquet") if p.name not in damaged}
     with caplog.at_level(logging.WARNING, logger="polyglot_onnx"):
         run = embed_corpus(package, poisoned[0], out, opts())
     warned = sorted(r.getMessage().split()[1] for r in caplog.records if "rows are redone" in r.getMessage())
     assert warned == sorted(damaged)
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet") if p.name not in damaged} == kept
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("data/part-*.parquet") if p.name not in damaged} == kept
     assert run["sessions"][-1]["shards_committed"] == len(damaged) and run["status"] == "complete"
     _assert_equal_to_reference(out, reference)
     caplog.clear()
@@ -231,9 +232,9 @@ def test_damage_to_a_killed_run_then_resume_via_cli(package, poisoned, reference
     res = cli(*args, env={"POLYGLOT_ONNX_JOB_KILL": "after_shard:4"})  # shard 3 written, its entry not yet
     assert res.returncode == -9, res.stderr
     out = tmp_path / "out"
-    assert (out / "part-00003.parquet").exists() and not (out / "_ledger" / "part-00003.json").exists()
-    _flip(out / "part-00001.parquet")
-    _truncate(out / "part-00002.parquet")
+    assert (out / "data" / "part-00003.parquet").exists() and not (out / "_ledger" / "part-00003.json").exists()
+    _flip(out / "data" / "part-00001.parquet")
+    _truncate(out / "data" / "part-00002.parquet")
     res = cli(*args, "--resume")
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
     warned = sorted(line.split()[1] for line in res.stderr.splitlines() if "rows are redone" in line)
@@ -265,6 +266,6 @@ def test_damaged_errors_part_and_legacy_runs(package, poisoned, reference, tmp_p
 def test_a_stray_file_under_a_shard_like_name_is_refused(package, poisoned, reference, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
-    (out / "part-3.parquet").write_bytes(b"")
+    (out / "data" / "part-3.parquet").write_bytes(b"")
     with pytest.raises(JobError, match="part-3.parquet, which embed-corpus never writes"):
         embed_corpus(package, poisoned[0], out, opts())

@@ -1,4 +1,5 @@
-"""embed-corpus prompts and Matryoshka dimensions, ``embed --precision``, and the shards read by other libraries."""
+"""embed-corpus prompts and Matryoshka dimensions, and ``embed --precision`` (the shards read by other libraries:
+test_jobs_output.py)."""
 
 from __future__ import annotations
 
@@ -167,45 +168,6 @@ def test_cli_embed_ranges_and_bad_combinations(tiny_models, capsys, tmp_path):
         code, _, err = cli_json(capsys, "embed", str(pkg), "--json", *argv)
         assert code == 1 and err.count("\n") == 1 and err.startswith("polyglot-onnx: error: "), (argv, err)
         assert re.search(message, err), (argv, err)
-
-
-def test_shards_read_by_pandas_polars_duckdb_and_datasets(tiny_models, texts_file, tmp_path, monkeypatch):
-    """The issue's promise: the output directory is a Parquet dataset, read as is by the usual tools."""
-    import duckdb
-    import pandas as pd
-    import polars as pl
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    import datasets
-
-    path, texts = texts_file
-    out = tmp_path / "out"
-    run = embed_corpus(tiny_models["tiny-encoder"].package, str(path), out, opts(shard_size=7))
-    assert run["counts"]["shards"] == 4
-    table = pq.read_table(out)  # the reference: pyarrow over the directory (_run.json, _errors/ skipped)
-    ids, ref = table.column("id").to_pylist(), vectors(out)
-    assert ids == list(range(len(texts))) and ref.shape == (len(texts), 64)
-    glob = str(out / "*.parquet")
-
-    df = pd.read_parquet(out)
-    assert df["id"].tolist() == ids
-    np.testing.assert_array_equal(np.stack(df["embedding"]), ref)
-
-    pf = pl.read_parquet(glob)
-    assert pf["id"].to_list() == ids and pf["embedding"].dtype == pl.Array(pl.Float32, 64)
-    np.testing.assert_array_equal(pf["embedding"].to_numpy(), ref)
-
-    ((count, width),) = duckdb.sql(f"SELECT count(*), max(len(embedding)) FROM read_parquet('{glob}')").fetchall()
-    assert (count, width) == (len(texts), 64)
-    rows = duckdb.sql(f"SELECT id, embedding FROM read_parquet('{glob}', filename=true, file_row_number=true) "
-                      "ORDER BY filename, file_row_number").fetchall()
-    assert [r[0] for r in rows] == ids
-    np.testing.assert_array_equal(np.array([r[1] for r in rows], np.float32), ref)
-
-    ds = datasets.load_dataset("parquet", data_files=glob, split="train", cache_dir=str(tmp_path / "hf"))
-    assert ds.num_rows == len(texts) and ds["id"][:] == ids
-    np.testing.assert_array_equal(ds.with_format("numpy")["embedding"][:], ref)
 
 
 @pytest.mark.parametrize("long_text", ["truncate", "window"])

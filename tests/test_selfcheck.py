@@ -320,6 +320,17 @@ def test_malformed_canary_with_a_matching_hash_is_a_clear_error(copy_of):
         verify_package(pkg, "int8", "cpu")
 
 
+def test_canary_files_are_standard_safetensors(copy_of):
+    """The runtime's own reader and writer (no fourth runtime dependency) produce what the safetensors library
+    reads, tensor for tensor."""
+    from safetensors.numpy import load_file
+
+    pkg = copy_of()
+    ours, _ = read_safetensors((pkg / CANARY_FILE).read_bytes())
+    theirs = load_file(str(pkg / CANARY_FILE))
+    assert theirs.keys() == ours.keys() and all(np.array_equal(theirs[k], ours[k]) for k in ours)
+
+
 def test_warns_when_evidence_came_from_another_kernel_class(copy_of, caplog):
     pkg = copy_of()
     data = json.loads((pkg / "manifest.json").read_text())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'polyglot-onnx[serve]'")
@@ -122,3 +123,69 @@ def test_per_input_keys_split_one_request_and_keep_its_order():
 
     assert run(go()) == [(("s",), 1, 2), (("w",), 2, 4), (("s",), 3, 6)]
     assert sorted(map(sorted, rec.batches)) == [[1, 3], [2]]
+
+
+def test_a_new_request_goes_before_the_rest_of_a_large_one():
+    """Requests take turns: one arriving while a large request's inputs wait is served in the next batch."""
+    rec = Recorder()
+
+    async def go():
+        queue = BatchQueue(rec, max_batch_tokens=20, name="t")
+        queue.start()
+        large = queue.submit(("s",), [(10, 100 + i) for i in range(10)])  # five batches of two
+        await asyncio.sleep(0)  # its first batch is cut
+        small = queue.submit(("s",), [(10, 1)])
+        out = await asyncio.gather(large.done, small.done)
+        await queue.stop()
+        return out
+
+    run(go())
+    position = next(k for k, batch in enumerate(rec.batches) if 1 in batch)
+    assert position <= 1, rec.batches  # not behind the large request's remaining four batches
+
+
+def test_a_served_request_is_not_starved_by_new_ones():
+    """New requests go first, but a request already served gets at least one batch in FAIRNESS_TURNS."""
+    from polyglot_onnx.serve.batching import FAIRNESS_TURNS
+
+    rec = Recorder()
+
+    async def go():
+        queue = BatchQueue(rec, max_batch_tokens=10, name="t")
+        queue.start()
+        large = queue.submit(("s",), [(10, 100 + i) for i in range(6)])
+        await asyncio.sleep(0)
+        small = [queue.submit(("s",), [(10, i)]) for i in range(3 * FAIRNESS_TURNS)]
+        await asyncio.gather(large.done, *(t.done for t in small))
+        await queue.stop()
+
+    run(go())
+    led_by_large = [k for k, batch in enumerate(rec.batches) if batch[0] >= 100]
+    gaps = np.diff(led_by_large)
+    assert len(led_by_large) == 6 and gaps.max() <= FAIRNESS_TURNS, rec.batches
+
+
+def test_batches_are_cut_to_the_measured_time_budget():
+    """At 1 ms per padded token (seeded, then measured) and 10 ms per batch, a batch holds at most 10 padded
+    tokens (one input alone when it is larger)."""
+    import time
+
+    lengths = {i: 4 for i in range(8)} | {99: 30}
+
+    class Slow(Recorder):
+        def __call__(self, key, payloads):
+            time.sleep(0.001 * len(payloads) * max(lengths[p] for p in payloads))
+            return super().__call__(key, payloads)
+
+    rec = Slow()
+
+    async def go():
+        queue = BatchQueue(rec, max_batch_tokens=1000, name="t", max_batch_seconds=0.010)
+        queue.seed({"s": 0.001})
+        queue.start()
+        out = await queue.submit(("s",), [(4, i) for i in range(8)] + [(30, 99)]).done
+        await queue.stop()
+        return out
+
+    assert [r[1] for r in run(go())] == [*range(8), 99]
+    assert all(len(b) * max(lengths[p] for p in b) <= 10 or len(b) == 1 for b in rec.batches), rec.batches
