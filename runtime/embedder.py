@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 
@@ -103,6 +103,60 @@ class Embedder(EngineClient):
     def dimension(self) -> int:
         model = self.engine.manifest.model
         return model.embedding_dim or model.hidden_size
+
+    @overload
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = ...,
+        normalize: bool = ...,
+        pooling: str | None = ...,
+        output: Literal["sentence"] = ...,
+        long_text: str = ...,
+        window_stride: int | None = ...,
+        *,
+        prompt_name: str | None = ...,
+        prompt: str | None = ...,
+        dimensions: int | None = ...,
+        precision: str = ...,
+        ranges: np.ndarray | None = ...,
+    ) -> np.ndarray: ...
+
+    @overload
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = ...,
+        normalize: bool = ...,
+        pooling: str | None = ...,
+        *,
+        output: Literal["token"],
+        long_text: str = ...,
+        window_stride: int | None = ...,
+        prompt_name: str | None = ...,
+        prompt: str | None = ...,
+        dimensions: int | None = ...,
+        precision: str = ...,
+        ranges: np.ndarray | None = ...,
+    ) -> list[TokenEmbeddings]: ...
+
+    @overload
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = ...,
+        normalize: bool = ...,
+        pooling: str | None = ...,
+        *,
+        output: Literal["word"],
+        long_text: str = ...,
+        window_stride: int | None = ...,
+        prompt_name: str | None = ...,
+        prompt: str | None = ...,
+        dimensions: int | None = ...,
+        precision: str = ...,
+        ranges: np.ndarray | None = ...,
+    ) -> list[WordEmbeddings]: ...
 
     def encode(
         self,

@@ -153,10 +153,6 @@ class Tokens:
                              code="response_too_large", param=field)
         return [TokenDetail(e) for e in encodings], size
 
-    def mask_count(self, ids: Sequence[int], mask_id: int) -> int:
-        return sum(1 for t in ids if t == mask_id)
-
-
 class TokenDetail:
     """One input's /tokenize answer: rendered a few hundred tokens at a time (serve/responses.py), so a long
     text's answer never exists as one dict per token all at once."""
