@@ -25,14 +25,16 @@ from polyglot_onnx.serve.errors import (
     http_error,
     validation_message,
 )
-from polyglot_onnx.serve.routes import add_routes
+from polyglot_onnx.serve.routes import ROUTE_TABLE, router
 from polyglot_onnx.serve.service import DRAINING, READY, ClientGone, Service
 
 log = logging.getLogger("polyglot_onnx.serve")
 
-INFERENCE_ROUTES = frozenset({"/v1/embeddings", "/embed", "/embed_all", "/fill-mask", "/embed_words", "/tokenize"})
-ROUTES = INFERENCE_ROUTES | {"/health", "/info", "/metrics"}
-OPEN_ROUTES = frozenset({"/health"})  # reachable without the API key (load balancers, orchestrators)
+# From the routes' own metadata (serve/routes.py ROUTE_TABLE): a route added there is labelled in the metrics,
+# guarded against overload and kept behind the API key without a second list to update here.
+ROUTES = frozenset(ROUTE_TABLE)
+INFERENCE_ROUTES = frozenset(path for path, info in ROUTE_TABLE.items() if info.inference)
+OPEN_ROUTES = frozenset(path for path, info in ROUTE_TABLE.items() if info.public)  # /health: load balancers
 
 
 def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> Any:
@@ -82,7 +84,7 @@ def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> An
         body = ServeError(Kind.INTERNAL, f"internal error: {type(err).__name__}", code="internal_error")
         return JSONResponse(error_body(request.url.path, body), status_code=500)
 
-    add_routes(app, service)
+    app.include_router(router)
     app.add_middleware(Guard, service=service)
     return app
 

@@ -10,11 +10,13 @@ import asyncio
 import base64
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
-from fastapi import Request
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
 from polyglot_onnx.errors import InputError
 from polyglot_onnx.runtime import sentence_options
@@ -119,116 +121,166 @@ def quantized(vectors: np.ndarray, body: Any, ranges: np.ndarray | None) -> np.n
         raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="ranges") from None
 
 
-def add_routes(app: Any, service: Service) -> None:
-    from fastapi.responses import JSONResponse, Response
+F = TypeVar("F", bound=Callable[..., Any])
 
-    def json(content: Any, headers: dict[str, str] | None = None) -> Any:
-        return JSONResponse(content, headers=headers)
 
-    def truncate_flag(value: bool | None) -> bool:
-        return service.config.auto_truncate if value is None else value
+@dataclass(frozen=True)
+class RouteInfo:
+    """What the app's guard and metrics need to know about a route: its path is its metrics label, ``inference``
+    routes run the model (the overload guard counts them), ``public`` routes need no API key."""
 
-    @app.post("/v1/embeddings")
-    async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Any:
-        started = perf_counter()
-        backend = service.model(body.model)
-        dims = check_dimensions(body.dimensions, backend.dimension)
-        ranges = check_precision(body, dims)
-        inputs = await prepared(service, backend, body, body.input, "input", service.config.auto_truncate)
-        service.check_cost(sentence_cost(inputs, dims), "input")
-        answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
-        vectors = quantized(sentence_vectors(answer.results, dims, normalize=True), body, ranges)
-        if body.encoding_format == "base64":  # little-endian float32, or the int8 / uint8 bytes as they are
-            wire = "<f4" if vectors.dtype == np.float32 else vectors.dtype
-            payload: list[Any] = [base64.b64encode(v.astype(wire).tobytes()).decode("ascii") for v in vectors]
-        else:
-            payload = vectors.tolist()
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(payload)]
-        usage = {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens}
-        return json({"object": "list", "data": data, "model": backend.name, "usage": usage}, answer.headers(started))
+    path: str
+    method: str
+    inference: bool
+    public: bool = False
 
-    @app.post("/embed")
-    async def embed(body: EmbedRequest, request: Request) -> Any:
-        started = perf_counter()
-        backend = service.model(body.model)
-        dims = check_dimensions(body.dimensions, backend.dimension)
-        ranges = check_precision(body, dims)
-        inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
-                                body.truncation_direction.lower())
-        service.check_cost(sentence_cost(inputs, dims))
-        answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
-        vectors = quantized(sentence_vectors(answer.results, dims, body.normalize), body, ranges)
-        return json(vectors.tolist(), answer.headers(started))
 
-    @app.post("/embed_all")
-    async def embed_all(body: EmbedRequest, request: Request) -> Any:
-        started = perf_counter()
-        backend = service.model(body.model)
-        refuse_sentence_options(body)
-        inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(body.truncate),
-                                body.truncation_direction.lower())
-        hidden = backend.embedder.model.hidden_size
-        needed = cost.Cost(inputs.work(), cost.vectors(inputs.output_rows(), hidden))
-        service.check_cost(needed)
-        answer = await embed_inputs(service, backend, TOKEN, inputs, body, request.receive)
-        # As TEI: the last hidden states, not normalized.
-        return streamed(answer.results, answer.headers(started), needed.response_bytes)
+router = APIRouter()
+ROUTE_TABLE: dict[str, RouteInfo] = {}  # filled by @route below: the one list of the server's routes
 
-    @app.post("/tokenize")
-    async def tokenize(body: TokenizeRequest) -> Any:
-        backend = service.model(body.model)
-        texts, _, _ = split_inputs(body.inputs)
-        service.check_count(texts, "inputs")
-        tokens, size = await asyncio.to_thread(backend.tokens.detail, texts, "inputs", body.add_special_tokens,
-                                               service.config.max_request_tokens, service.config.max_response_bytes)
-        return streamed(tokens, None, size)
 
-    @app.post("/fill-mask")
-    async def fill_mask(body: FillMaskRequest, request: Request) -> Any:
-        started = perf_counter()
-        backend = service.model(body.model)
-        fm = _fill_mask(backend)
-        limits = backend.fill_mask_limits
-        if not 1 <= body.top_k <= limits.top_k:
-            raise ServeError(Kind.VALIDATION, f"top_k must be between 1 and {limits.top_k}, got {body.top_k}",
-                             param="top_k")
-        words = _targets(body.targets)
-        texts, _, single = split_inputs(body.inputs)
-        service.check_count(texts, "inputs")
-        # The runtime reads an over-long text whole (a window around each mask), so nothing is truncated here.
-        plan = await asyncio.to_thread(_mask_plan, backend, texts, body.top_k, service.config.max_request_tokens)
-        targets = await asyncio.to_thread(_target_ids, backend, words)
-        needed = _fill_mask_cost(texts, plan, body.top_k)
-        service.check_cost(needed)
-        key = FillMaskKey(body.top_k, targets)
-        payloads = [(len(ids), (ids, positions)) for ids, positions, _ in plan.rows]
-        answer = await service.compute(backend, key, payloads, request.receive)
-        results = await asyncio.to_thread(fm.answer, plan, answer.results)
-        return streamed(results[0] if single else results, answer.headers(started), needed.response_bytes)
+def route(path: str, method: str = "POST", inference: bool = True, public: bool = False) -> Callable[[F], F]:
+    """Register a handler on the module's router and its metadata in ROUTE_TABLE, in one place."""
 
-    @app.post("/embed_words")
-    async def embed_words(body: WordsRequest, request: Request) -> Any:
-        started = perf_counter()
-        backend = service.model(body.model)
-        answer, size = await embed_word_inputs(service, backend, body, truncate_flag(body.truncate),
-                                               request.receive)
-        out = [{"words": r.words, "offsets": [list(o) for o in r.offsets], "embeddings": r.embeddings}
-               for r in answer.results]
-        return streamed(out, answer.headers(started), size)
+    def register(handler: F) -> F:
+        ROUTE_TABLE[path] = RouteInfo(path, method, inference, public)
+        router.add_api_route(path, handler, methods=[method])
+        return handler
 
-    @app.get("/health")
-    async def health() -> Any:
-        ready = service.state == "ready"
-        return JSONResponse({"status": service.state}, status_code=200 if ready else 503)
+    return register
 
-    @app.get("/info")
-    async def info() -> Any:
-        return json(service_info(service))
 
-    @app.get("/metrics")
-    async def metrics() -> Any:
-        content, media = service.metrics.render()
-        return Response(content, media_type=media)
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def json(content: Any, headers: dict[str, str] | None = None) -> Any:
+    return JSONResponse(content, headers=headers)
+
+
+def truncate_flag(service: Service, value: bool | None) -> bool:
+    return service.config.auto_truncate if value is None else value
+
+
+@route("/v1/embeddings")
+async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Any:
+    service = _service(request)
+    started = perf_counter()
+    backend = service.model(body.model)
+    dims = check_dimensions(body.dimensions, backend.dimension)
+    ranges = check_precision(body, dims)
+    inputs = await prepared(service, backend, body, body.input, "input", service.config.auto_truncate)
+    service.check_cost(sentence_cost(inputs, dims), "input")
+    answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
+    vectors = quantized(sentence_vectors(answer.results, dims, normalize=True), body, ranges)
+    if body.encoding_format == "base64":  # little-endian float32, or the int8 / uint8 bytes as they are
+        wire = "<f4" if vectors.dtype == np.float32 else vectors.dtype
+        payload: list[Any] = [base64.b64encode(v.astype(wire).tobytes()).decode("ascii") for v in vectors]
+    else:
+        payload = vectors.tolist()
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(payload)]
+    usage = {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens}
+    return json({"object": "list", "data": data, "model": backend.name, "usage": usage}, answer.headers(started))
+
+
+@route("/embed")
+async def embed(body: EmbedRequest, request: Request) -> Any:
+    service = _service(request)
+    started = perf_counter()
+    backend = service.model(body.model)
+    dims = check_dimensions(body.dimensions, backend.dimension)
+    ranges = check_precision(body, dims)
+    inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(service, body.truncate),
+                            body.truncation_direction.lower())
+    service.check_cost(sentence_cost(inputs, dims))
+    answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
+    vectors = quantized(sentence_vectors(answer.results, dims, body.normalize), body, ranges)
+    return json(vectors.tolist(), answer.headers(started))
+
+
+@route("/embed_all")
+async def embed_all(body: EmbedRequest, request: Request) -> Any:
+    service = _service(request)
+    started = perf_counter()
+    backend = service.model(body.model)
+    refuse_sentence_options(body)
+    inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(service, body.truncate),
+                            body.truncation_direction.lower())
+    hidden = backend.embedder.model.hidden_size
+    needed = cost.Cost(inputs.work(), cost.vectors(inputs.output_rows(), hidden))
+    service.check_cost(needed)
+    answer = await embed_inputs(service, backend, TOKEN, inputs, body, request.receive)
+    # As TEI: the last hidden states, not normalized.
+    return streamed(answer.results, answer.headers(started), needed.response_bytes)
+
+
+@route("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request) -> Any:
+    service = _service(request)
+    backend = service.model(body.model)
+    texts, _, _ = split_inputs(body.inputs)
+    service.check_count(texts, "inputs")
+    tokens, size = await asyncio.to_thread(backend.tokens.detail, texts, "inputs", body.add_special_tokens,
+                                           service.config.max_request_tokens, service.config.max_response_bytes)
+    return streamed(tokens, None, size)
+
+
+@route("/fill-mask")
+async def fill_mask(body: FillMaskRequest, request: Request) -> Any:
+    service = _service(request)
+    started = perf_counter()
+    backend = service.model(body.model)
+    fm = _fill_mask(backend)
+    limits = backend.fill_mask_limits
+    if not 1 <= body.top_k <= limits.top_k:
+        raise ServeError(Kind.VALIDATION, f"top_k must be between 1 and {limits.top_k}, got {body.top_k}",
+                         param="top_k")
+    words = _targets(body.targets)
+    texts, _, single = split_inputs(body.inputs)
+    service.check_count(texts, "inputs")
+    # The runtime reads an over-long text whole (a window around each mask), so nothing is truncated here.
+    plan = await asyncio.to_thread(_mask_plan, backend, texts, body.top_k, service.config.max_request_tokens)
+    targets = await asyncio.to_thread(_target_ids, backend, words)
+    needed = _fill_mask_cost(texts, plan, body.top_k)
+    service.check_cost(needed)
+    key = FillMaskKey(body.top_k, targets)
+    payloads = [(len(ids), (ids, positions)) for ids, positions, _ in plan.rows]
+    answer = await service.compute(backend, key, payloads, request.receive)
+    results = await asyncio.to_thread(fm.answer, plan, answer.results)
+    return streamed(results[0] if single else results, answer.headers(started), needed.response_bytes)
+
+
+@route("/embed_words")
+async def embed_words(body: WordsRequest, request: Request) -> Any:
+    service = _service(request)
+    started = perf_counter()
+    backend = service.model(body.model)
+    answer, size = await embed_word_inputs(service, backend, body, truncate_flag(service, body.truncate),
+                                           request.receive)
+    out = [{"words": r.words, "offsets": [list(o) for o in r.offsets], "embeddings": r.embeddings}
+           for r in answer.results]
+    return streamed(out, answer.headers(started), size)
+
+
+@route("/health", "GET", inference=False, public=True)
+async def health(request: Request) -> Any:
+    service = _service(request)
+    ready = service.state == "ready"
+    return JSONResponse({"status": service.state}, status_code=200 if ready else 503)
+
+
+@route("/info", "GET", inference=False)
+async def info(request: Request) -> Any:
+    service = _service(request)
+    return json(service_info(service))
+
+
+@route("/metrics", "GET", inference=False)
+async def metrics(request: Request) -> Any:
+    service = _service(request)
+    content, media = service.metrics.render()
+    return Response(content, media_type=media)
 
 
 def _fill_mask(backend: bk.Backend) -> Any:
