@@ -121,6 +121,16 @@ class Variant:
         said = self.extra.get("batch_invariant")  # recorded in extra since recipe revision 3
         return legacy if not isinstance(said, bool) else replace(legacy, batch_invariant=said)
 
+    def drift_gate(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        """The drift gate this variant must pass: its recorded one (the name's default when none is recorded),
+        with ``overrides`` on top."""
+        gate = self.described().gate
+        if not gate:
+            from polyglot_onnx.gates import gate_for
+
+            return gate_for(self.name, overrides)
+        return dict(gate) | (overrides or {})
+
     @property
     def graph_file(self) -> str:
         return self.files[0].path

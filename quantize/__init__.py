@@ -17,7 +17,8 @@ _WHERE = {
     "DriftOptions": "drift", "DriftReport": "drift", "record": "drift", "run_drift": "drift",
     "Int8Options": "int8", "QuantizeOptions": "package", "quantize_package": "package",
 }
-__all__ = sorted(_WHERE)
+__all__ = ["DriftOptions", "DriftReport", "Int8Options", "QuantizeOptions", "quantize_package", "record",
+           "run_drift"]
 
 
 def __getattr__(name: str) -> Any:

@@ -312,8 +312,7 @@ def run_drift(directory: str | Path, options: DriftOptions | None = None) -> Dri
         for name, got in rows.items():
             overall = aggregate(got)
             by_language = grouped(got, "language")
-            recorded = manifest.variants[name].described().gate
-            gate = (dict(recorded) | options.thresholds) if recorded else gate_for(name, options.thresholds)
+            gate = manifest.variants[name].drift_gate(options.thresholds)
             failures = evaluate_gate(name, overall, by_language, gate)
             results[name] = {
                 "passed": not failures,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx.errors import QuantizeError
-from polyglot_onnx.graph_toolkit import PassReport, in_subgraph, initializers, used_names, weight_matmuls
+from polyglot_onnx.graph_toolkit import PassReport, initializers, used_names, weight_matmuls
 
 ACTIVATION_LEVELS = 127  # symmetric int8 activations, stored as uint8 around zero point 128
 ACTIVATION_ZERO_POINT = 128
@@ -68,7 +68,8 @@ class QuantizeMatMulsPerRow:
 
         inits = initializers(model)
         targets = [n for n in weight_matmuls(model) if n.name not in self.keep]
-        branched = [n.name for n in targets if in_subgraph(model.graph, n)]
+        main = {id(n) for n in model.graph.node}  # one set, not a graph walk per target
+        branched = [n.name for n in targets if id(n) not in main]
         if branched:  # rewritten in place below: a MatMul inside an If branch would be missed, not quantized
             raise QuantizeError(f"weight MatMul {branched[0]!r} sits inside an If branch, which the per-row int8 "
                                 "pass does not rewrite: keep it in fp32 with --keep-fp32, or report the model")

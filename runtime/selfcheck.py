@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx.errors import NoCanaryError, SelfCheckError
-from polyglot_onnx.gates import DIRECTIONS, gate_for, is_failing
+from polyglot_onnx.gates import DIRECTIONS, is_failing
 from polyglot_onnx.runtime.canary import CanaryOutputs, CanaryReference, read_canary, run_canary
 from polyglot_onnx.runtime.cpu import detect_cpu, machine_block
 from polyglot_onnx.runtime.engine import Engine, load_engine
@@ -174,8 +174,7 @@ def check_engine(engine: Engine) -> SelfCheckReport:
         by_language.setdefault(row["language"], []).append(row)
     languages = {k: aggregate(v) for k, v in sorted(by_language.items())}
     overall = aggregate(rows)
-    gate = {k: v for k, v in (engine.package.variant.described().gate or gate_for(engine.variant)).items()
-            if k in CHECKED}
+    gate = {k: v for k, v in engine.package.variant.drift_gate().items() if k in CHECKED}
     failures = evaluate(engine.variant, overall, languages, gate)
     return SelfCheckReport(
         package=str(engine.package.root),
