@@ -149,6 +149,22 @@ def test_cuda_matches_cpu(mlm):
     np.testing.assert_allclose(gpu.encode(texts), Embedder.load(mlm.package, provider="cpu").encode(texts), atol=1e-4)
 
 
+@pytest.mark.cuda
+def test_cuda_fill_mask_top_k_in_graph_matches_cpu(mlm):
+    """The graph's own top k (export/topk.py) runs on the device: same words, same scores as on the CPU."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("CUDAExecutionProvider not available (install onnxruntime-gpu on a CUDA machine)")
+    gpu = FillMask.load(mlm.package, provider="cuda", variant="fp32")
+    cpu = FillMask.load(mlm.package, provider="cpu", variant="fp32")
+    assert gpu.engine.top_k_in_graph
+    texts = [f"{line} {mlm.mask_token} ." for line in sample_lines(6)]
+    for g, c in zip(gpu(texts, top_k=5), cpu(texts, top_k=5)):
+        assert [p["token"] for p in g] == [p["token"] for p in c]
+        np.testing.assert_allclose([p["score"] for p in g], [p["score"] for p in c], atol=1e-4)
+
+
 # ---- bad input -------------------------------------------------------------------------------
 
 

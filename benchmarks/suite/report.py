@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,10 @@ def write_report(summary: dict[str, Any], out: Path) -> dict[str, Path]:
                     for row in summary["rows"])
     write_text_atomic(out / "results.jsonl", lines)
     write_text_atomic(out / "targets.json", json.dumps(summary["targets"], indent=2) + "\n")
-    plots = plot(summary, out)
+    try:
+        plots = plot(summary, out)
+    except ImportError:  # a bare GPU image may lack matplotlib: the tables still count
+        print("bench: no plots (matplotlib is not installed); tables written", file=sys.stderr)
+        plots = []
     write_text_atomic(out / "results.md", markdown(summary))
     return {"jsonl": out / "results.jsonl", "markdown": out / "results.md", **{p.stem: p for p in plots}}
