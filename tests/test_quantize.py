@@ -46,7 +46,7 @@ def test_int8_embedding_table_is_block_quantized_and_shared_with_the_head(quanti
     pkg = quantized["tiny-modernbert"]
     model = _model(pkg, "int8")
     ops = op_histogram(model)
-    assert ops["com.microsoft.GatherBlockQuantized"] == 1 and ops["com.microsoft.MatMulNBits"] == 1 and ops["MatMulInteger"] > 0
+    assert ops["com.microsoft.GatherBlockQuantized"] == 1 and ops["com.microsoft.MatMulNBits"] == 1 and ops["com.microsoft.MatMulIntegerToFloat"] > 0
     lookup = next(n for n in model.graph.node if n.op_type == "GatherBlockQuantized")
     head = next(n for n in model.graph.node if n.op_type == "MatMulNBits")
     assert lookup.input[0] == head.input[1]  # one uint8 table for lookup and decoder

@@ -180,7 +180,7 @@ def test_self_check_load_passes_on_a_good_package(quantized):
 
 # --- a broken int8 graph ---------------------------------------------------------------------------
 
-WEIGHT_OPS = ("MatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulNBits", "QLinearMatMul")
+WEIGHT_OPS = ("MatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulNBits", "QLinearMatMul")
 
 
 def corrupt_int8(pkg: Path) -> int:
