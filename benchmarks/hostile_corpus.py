@@ -34,28 +34,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "multilingual.txt"
-DEEP = b"[" * 100_000 + b"]" * 100_000
-HUGE = b"9" * 5_000
-
-POISON: list[tuple[str, bytes, str]] = [  # (kind, JSONL line, what its reason in _errors.jsonl says)
-    ("blank line", b"", "empty line"),
-    ("missing text", b'{"doc": "p"}', "missing text"),
-    ("null text", b'{"doc": "p", "text": null}', "missing text"),
-    ("int text", b'{"doc": "p", "text": 5}', "not text (int)"),
-    ("list text", b'{"doc": "p", "text": ["a"]}', "not text (list)"),
-    ("dict text", b'{"doc": "p", "text": {"a": 1}}', "not text (dict)"),
-    ("invalid JSON", b"not json at all", "invalid JSON"),
-    ("bad UTF-8", b'{"doc": "p", "text": "caf\xe9"}', "undecodable bytes"),
-    ("lone surrogate text", b'{"doc": "p", "text": "\\ud800 lone"}', "lone surrogate"),
-    ("empty text", b'{"doc": "p", "text": ""}', "empty text"),
-    ("whitespace text", b'{"doc": "p", "text": "   "}', "empty text"),
-    ("missing id", b'{"text": "no id here"}', "missing id"),
-    ("5,000-digit integer", b'{"doc": "p", "text": ' + HUGE + b"}", "Exceeds the limit"),
-    ("100,000-deep nesting", DEEP, "nested deeper"),
-    ("infinite float (1e999)", b'{"doc": "p", "text": 1e999}', "not text (float)"),
-    ("JSON, not an object", b'"just a string"', "not an object"),
-    ("lone surrogate id", b'{"doc": "\\udc00", "text": "fine"}', "unusable id"),
-]
+sys.path.insert(0, str(ROOT / "tests"))  # the hostile rows live beside the tests that check them
+from hostile_rows import POISON
 
 
 def build_corpus(path: Path, rows: int, poison: float, seed: int) -> tuple[list[str], dict[int, tuple[str, str]]]:

@@ -7,7 +7,7 @@ differences live in fields, never in if/elif chains on model names.
 
 from __future__ import annotations
 
-from polyglot_onnx.errors import ModelNotFoundError
+from polyglot_onnx.errors import ModelNotFoundError, look_up
 from polyglot_onnx.export.families import SPECS
 from polyglot_onnx.model_spec import ModelSpec
 
@@ -16,14 +16,9 @@ CATALOG: dict[str, ModelSpec] = {spec.name: spec for spec in SPECS}
 
 def get_spec(name: str) -> ModelSpec:
     """Look a catalog name up; an unknown name lists the known ones."""
-    try:
-        return CATALOG[name]
-    except KeyError:
-        known = ", ".join(sorted(CATALOG))
-        raise ModelNotFoundError(
-            f"unknown catalog model {name!r}: known names are {known} "
-            "(or pass a hub id like org/name, or a local checkpoint directory)"
-        ) from None
+    return look_up(CATALOG, name, lambda known: ModelNotFoundError(
+        f"unknown catalog model {name!r}: known names are {known} "
+        "(or pass a hub id like org/name, or a local checkpoint directory)"))
 
 
 def find_by_hub_id(hub_id: str) -> ModelSpec | None:

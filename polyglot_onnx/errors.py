@@ -6,6 +6,11 @@ exits non-zero, so a message must stand on its own without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+V = TypeVar("V")
+
 
 class PolyglotError(Exception):
     """Base class: everything the library raises on purpose."""
@@ -65,6 +70,14 @@ class JobError(PolyglotError):
 
 class BenchError(PolyglotError):
     """A benchmark contender could not be set up or built (isolated env, foreign exporter)."""
+
+
+def look_up(table: Mapping[str, V], key: str, error: Callable[[str], PolyglotError]) -> V:
+    """``table[key]``, or ``error`` raised with the known keys listed (a name lookup's one error shape)."""
+    try:
+        return table[key]
+    except KeyError:
+        raise error(", ".join(sorted(table))) from None
 
 
 def first_line(err: BaseException, limit: int | None = 300) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from polyglot_onnx.errors import ExportError
+from polyglot_onnx.errors import ExportError, look_up
 from polyglot_onnx.export.architectures import ArchStrategy
 from polyglot_onnx.export.families import bert, deberta_v2, distilbert, modernbert, xlm_roberta
 from polyglot_onnx.export.random_weights import RandomWeights
@@ -49,13 +49,8 @@ TINY_MODELS: dict[str, TinyBuilder] = {name: build for f in FAMILIES for name, b
 
 
 def strategy_for(model_type: str) -> ArchStrategy:
-    try:
-        return STRATEGIES[model_type]
-    except KeyError:
-        known = ", ".join(sorted(STRATEGIES))
-        raise ExportError(
-            f"architecture {model_type!r} is not supported: polyglot-onnx exports {known} checkpoints"
-        ) from None
+    return look_up(STRATEGIES, model_type, lambda known: ExportError(
+        f"architecture {model_type!r} is not supported: polyglot-onnx exports {known} checkpoints"))
 
 
 def _check() -> None:

@@ -4,6 +4,7 @@ every third, GeGLU): export strategy, random-weight build, catalog rows and the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from polyglot_onnx.export.architectures import ArchStrategy
 from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
@@ -31,35 +32,14 @@ RANDOM_WEIGHTS = RandomWeights(
     {"pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "cls_token_id": 2, "sep_token_id": 1},
 )
 
+# mmBERT's two sizes share everything but the width
+MMBERT: dict[str, Any] = {
+    "architecture": "modernbert", "num_layers": 22, "intermediate_size": 1152, "vocab_size": 256000,
+    "max_length": 8192, "mask_token": "<mask>", "local_window": 128, "global_every": 3,
+}
 SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        name="mmbert-small",
-        hub_id="jhu-clsp/mmBERT-small",
-        architecture="modernbert",
-        num_layers=22,
-        hidden_size=384,
-        num_heads=6,
-        intermediate_size=1152,
-        vocab_size=256000,
-        max_length=8192,
-        mask_token="<mask>",
-        local_window=128,
-        global_every=3,
-    ),
-    ModelSpec(
-        name="mmbert-base",
-        hub_id="jhu-clsp/mmBERT-base",
-        architecture="modernbert",
-        num_layers=22,
-        hidden_size=768,
-        num_heads=12,
-        intermediate_size=1152,
-        vocab_size=256000,
-        max_length=8192,
-        mask_token="<mask>",
-        local_window=128,
-        global_every=3,
-    ),
+    ModelSpec(name="mmbert-small", hub_id="jhu-clsp/mmBERT-small", hidden_size=384, num_heads=6, **MMBERT),
+    ModelSpec(name="mmbert-base", hub_id="jhu-clsp/mmBERT-base", hidden_size=768, num_heads=12, **MMBERT),
 )
 
 
