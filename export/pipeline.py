@@ -106,6 +106,7 @@ def _sentence_fields(ckpt: Checkpoint) -> dict[str, Any]:
         "embedding_dim": width if width != int(ckpt.config.hidden_size) else None,
         "prompts": dict(pipeline.prompts),
         "default_prompt_name": pipeline.default_prompt_name,
+        "similarity_fn_name": pipeline.similarity_fn_name,
     }
 
 

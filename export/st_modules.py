@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from polyglot_onnx.errors import ExportError
+from polyglot_onnx.manifest import SIMILARITY_FUNCTIONS
 
 # legacy boolean keys -> pooling mode, in sentence-transformers' concatenation order
 LEGACY_POOLING_KEYS = {
@@ -44,6 +45,7 @@ class SentencePipeline:
     normalize: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    similarity_fn_name: str | None = None  # one of manifest.SIMILARITY_FUNCTIONS, else not recorded
 
     @property
     def trivial(self) -> str | None:
@@ -142,11 +144,15 @@ def read_pipeline(directory: Path) -> SentencePipeline | None:
     st_cfg = directory / "config_sentence_transformers.json"
     prompts: dict[str, str] = {}
     default_prompt: str | None = None
+    similarity: str | None = None
     if st_cfg.is_file():
         data = _json(st_cfg)
         prompts = {str(k): str(v) for k, v in (data.get("prompts") or {}).items()}
         default_prompt = data.get("default_prompt_name") or None
-    return SentencePipeline(pooling, tuple(dense), normalize, prompts, default_prompt)
+        # as SentenceTransformer loads it: a name it does not support (e.g. a multi-vector 'maxsim') is not kept
+        named = data.get("similarity_fn_name")
+        similarity = named if named in SIMILARITY_FUNCTIONS else None
+    return SentencePipeline(pooling, tuple(dense), normalize, prompts, default_prompt, similarity)
 
 
 def build_head(pipeline: SentencePipeline) -> Any:

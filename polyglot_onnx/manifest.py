@@ -38,6 +38,8 @@ MASK_LOGITS = "mask_logits"
 MASK_TOP_K = "mask_top_k"
 MASK_TOP_SCORES = "mask_top_scores"
 MASK_TOP_IDS = "mask_top_ids"
+# sentence-transformers' similarity functions (config_sentence_transformers.json similarity_fn_name)
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class ModelInfo:
     prompts: dict[str, str] = field(default_factory=dict)  # config_sentence_transformers.json prompts
     default_prompt_name: str | None = None
     attention: str = "fused"  # "unfused" where no fused ONNX operator exists (DeBERTa's disentangled attention)
+    # config_sentence_transformers.json's similarity_fn_name (None: not recorded, Embedder.similarity uses cosine)
+    similarity_fn_name: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import numpy as np
 
 from polyglot_onnx import manifest as mf
 from polyglot_onnx.errors import InputError
 from polyglot_onnx.runtime import sentence_options as opts
+from polyglot_onnx.runtime import st_compat as st
 from polyglot_onnx.runtime.client import EngineClient
 from polyglot_onnx.runtime.engine import Engine
 from polyglot_onnx.runtime.long_text import check_mode, run_windowed
@@ -23,6 +24,9 @@ from polyglot_onnx.runtime.text import (
     length_sorted_batches,
     pad_ids,
 )
+
+if TYPE_CHECKING:  # typing.Unpack is 3.11+, and the runtime supports 3.10
+    from typing_extensions import Unpack
 
 # "sentence-transformers": the checkpoint's modules.json pipeline (Pooling -> Dense -> Normalize) in the graph
 POOLING_OUTPUTS: dict[str, str] = {
@@ -83,11 +87,12 @@ def _normalized(x: np.ndarray) -> np.ndarray:
     return out
 
 
-class Embedder(EngineClient):
+class Embedder(EngineClient, st.SentenceTransformersMethods):
     """Sentence vectors for search and clustering; token and word vectors for alignment and tagging.
 
     ``limits`` (``Embedder.load(path, limits=TextLimits(...))``) bound one call's long-text work and
-    prompt; the server passes the same object.
+    prompt; the server passes the same object. SentenceTransformer's methods (similarity,
+    get_sentence_embedding_dimension, max_seq_length, tokenizer) come from runtime/st_compat.py.
     """
 
     def __init__(self, engine: Engine, limits: TextLimits = DEFAULT_TEXT_LIMITS) -> None:
@@ -104,65 +109,87 @@ class Embedder(EngineClient):
         model = self.engine.manifest.model
         return model.embedding_dim or model.hidden_size
 
+    # Typed by what comes back: one str gives one result (sentence-transformers' rule), a list one per text;
+    # output= picks our records, output_value= / convert_to_numpy= sentence-transformers' shapes. A str is also a
+    # Sequence[str], so its overloads come first (mypy's overload-overlap: a str typed as Sequence[str] is the
+    # one call these types cannot follow).
     @overload
-    def encode(
-        self,
-        texts: str | Sequence[str],
-        batch_size: int = ...,
-        normalize: bool = ...,
-        pooling: str | None = ...,
-        output: Literal["sentence"] = ...,
-        long_text: str = ...,
-        window_stride: int | None = ...,
-        *,
-        prompt_name: str | None = ...,
-        prompt: str | None = ...,
-        dimensions: int | None = ...,
-        precision: str = ...,
-        ranges: np.ndarray | None = ...,
+    def encode(  # type: ignore[overload-overlap]  # see above
+        self, texts: str, batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        output: Literal["sentence"] = ..., long_text: str = ..., window_stride: int | None = ..., *,
+        output_value: Literal["sentence_embedding"] = ..., convert_to_numpy: bool = ...,
+        **options: Unpack[st.EncodeKeywords],
     ) -> np.ndarray: ...
 
     @overload
     def encode(
-        self,
-        texts: str | Sequence[str],
-        batch_size: int = ...,
-        normalize: bool = ...,
-        pooling: str | None = ...,
-        *,
-        output: Literal["token"],
-        long_text: str = ...,
-        window_stride: int | None = ...,
-        prompt_name: str | None = ...,
-        prompt: str | None = ...,
-        dimensions: int | None = ...,
-        precision: str = ...,
-        ranges: np.ndarray | None = ...,
+        self, texts: Sequence[str], batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        output: Literal["sentence"] = ..., long_text: str = ..., window_stride: int | None = ..., *,
+        output_value: Literal["sentence_embedding"] = ..., convert_to_numpy: Literal[True] = ...,
+        **options: Unpack[st.EncodeKeywords],
+    ) -> np.ndarray: ...
+
+    @overload
+    def encode(
+        self, texts: Sequence[str], batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        output: Literal["sentence"] = ..., long_text: str = ..., window_stride: int | None = ..., *,
+        output_value: Literal["sentence_embedding"] = ..., convert_to_numpy: Literal[False],
+        **options: Unpack[st.EncodeKeywords],
+    ) -> list[np.ndarray]: ...
+
+    @overload
+    def encode(
+        self, texts: str | Sequence[str], batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        *, output: Literal["token"], long_text: str = ..., window_stride: int | None = ...,
+        output_value: Literal["sentence_embedding"] = ..., convert_to_numpy: bool = ...,
+        **options: Unpack[st.EncodeKeywords],
     ) -> list[TokenEmbeddings]: ...
 
     @overload
     def encode(
-        self,
-        texts: str | Sequence[str],
-        batch_size: int = ...,
-        normalize: bool = ...,
-        pooling: str | None = ...,
-        *,
-        output: Literal["word"],
-        long_text: str = ...,
-        window_stride: int | None = ...,
-        prompt_name: str | None = ...,
-        prompt: str | None = ...,
-        dimensions: int | None = ...,
-        precision: str = ...,
-        ranges: np.ndarray | None = ...,
+        self, texts: str | Sequence[str], batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        *, output: Literal["word"], long_text: str = ..., window_stride: int | None = ...,
+        output_value: Literal["sentence_embedding"] = ..., convert_to_numpy: bool = ...,
+        **options: Unpack[st.EncodeKeywords],
     ) -> list[WordEmbeddings]: ...
+
+    @overload
+    def encode(  # type: ignore[overload-overlap]  # see above
+        self, texts: str, batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        output: Literal["sentence"] = ..., long_text: str = ..., window_stride: int | None = ..., *,
+        output_value: Literal["token_embeddings"], convert_to_numpy: bool = ...,
+        **options: Unpack[st.EncodeKeywords],
+    ) -> np.ndarray: ...
+
+    @overload
+    def encode(
+        self, texts: Sequence[str], batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        output: Literal["sentence"] = ..., long_text: str = ..., window_stride: int | None = ..., *,
+        output_value: Literal["token_embeddings"], convert_to_numpy: bool = ...,
+        **options: Unpack[st.EncodeKeywords],
+    ) -> list[np.ndarray]: ...
+
+    @overload
+    def encode(  # type: ignore[overload-overlap]  # see above
+        self, texts: str, batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        output: Literal["sentence"] = ..., long_text: str = ..., window_stride: int | None = ..., *,
+        output_value: None, convert_to_numpy: bool = ...,
+        **options: Unpack[st.EncodeKeywords],
+    ) -> dict[str, np.ndarray]: ...
+
+    @overload
+    def encode(
+        self, texts: Sequence[str], batch_size: int = ..., normalize: bool = ..., pooling: str | None = ...,
+        output: Literal["sentence"] = ..., long_text: str = ..., window_stride: int | None = ..., *,
+        output_value: None, convert_to_numpy: bool = ...,
+        **options: Unpack[st.EncodeKeywords],
+    ) -> list[dict[str, np.ndarray]]: ...
 
     def encode(
         self,
         texts: str | Sequence[str],
         batch_size: int = 32,
-        normalize: bool = True,
+        normalize: bool | None = None,  # None: True, unless normalize_embeddings says otherwise
         pooling: str | None = None,
         output: str = "sentence",
         long_text: str = "truncate",
@@ -173,18 +200,39 @@ class Embedder(EngineClient):
         dimensions: int | None = None,
         precision: str = "float32",
         ranges: np.ndarray | None = None,
+        normalize_embeddings: bool | None = None,
+        truncate_dim: int | None = None,
+        output_value: str | None = "sentence_embedding",
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        show_progress_bar: bool | None = None,
+        device: str | None = None,
     ) -> Any:
-        """'sentence' -> float32 [n, hidden]; 'token' / 'word' -> one record per text, in input order.
+        """'sentence' -> float32 [n, hidden], or [hidden] for one str; 'token' / 'word' -> one record per text,
+        in input order (a list, also for one str).
 
         ``long_text``: 'truncate' cuts a text at the model maximum (TruncationWarning); 'window' embeds
         it whole, as overlapping windows ``window_stride`` tokens apart (default half a window).
         ``prompt_name`` / ``prompt``, ``dimensions`` and ``precision`` (with int8 ``ranges``) act as in
         sentence-transformers' encode: the prompt is prepended and pooled with the text; vectors are
-        truncated, then normalized, then quantized (runtime/sentence_options.py).
+        truncated, then normalized, then quantized (runtime/sentence_options.py). So that code written for
+        SentenceTransformer runs unchanged, its keywords are taken too (normalize_embeddings, truncate_dim,
+        output_value, convert_to_numpy, show_progress_bar, device; runtime/st_compat.py, docs/python-api.md).
         """
+        st.check_device(device, self.engine.provider_name)
+        st.check_tensor(convert_to_tensor)
+        norm = st.alias("normalize", normalize, "normalize_embeddings", normalize_embeddings, True)
+        dims = st.alias("dimensions", dimensions, "truncate_dim", truncate_dim, None)
+        kind = st.output_kind(output, output_value)
         tokenized = self._tokenize(texts, long_text, prompt_name, prompt)
-        return self.encode_tokenized(tokenized, batch_size, normalize, pooling, output, window_stride,
-                                     dimensions=dimensions, precision=precision, ranges=ranges)
+        run = functools.partial(self.encode_tokenized, tokenized, batch_size, pooling=pooling, window_stride=window_stride)
+        with st.progress(show_progress_bar, len(tokenized) * (2 if kind == "both" else 1)) as on_batch:
+            if kind in ("token_embeddings", "both"):
+                out = st.sentence_transformers_output(run, kind, norm, dims, precision, ranges, on_batch)
+            else:
+                out = run(normalize=norm, output=kind, dimensions=dims, precision=precision, ranges=ranges,
+                          on_batch=on_batch)
+        return st.shaped(out, kind, isinstance(texts, str), convert_to_numpy)
 
     def tokenize(self, texts: str | Sequence[str], long_text: str = "truncate", *, prompt_name: str | None = None,
                  prompt: str | None = None) -> Tokenized:
@@ -219,8 +267,11 @@ class Embedder(EngineClient):
         dimensions: int | None = None,
         precision: str = "float32",
         ranges: np.ndarray | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> Any:
-        """The second half of ``encode``, over texts ``tokenize`` made (or a ``select`` of them)."""
+        """The second half of ``encode``, over texts ``tokenize`` made (or a ``select`` of them).
+
+        ``on_batch(n)`` is called after each batch with the texts it finished (a progress bar's hook)."""
         if not isinstance(tokenized, Tokenized):
             raise InputError(f"encode_tokenized takes what Embedder.tokenize returns, not {type(tokenized).__name__}: "
                              "call emb.tokenize(texts) first, or use emb.encode(texts)")
@@ -242,6 +293,8 @@ class Embedder(EngineClient):
             windowed = self._encode_windowed(
                 items, encodings, batch_size, normalize and output != "sentence", pooling, output, window_stride
             )
+            if on_batch:
+                on_batch(len(items))
             return finish(windowed) if output == "sentence" else windowed
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size)
         if output == "sentence":
@@ -251,6 +304,8 @@ class Embedder(EngineClient):
                 (vectors,) = self.engine.run([POOLING_OUTPUTS[pooling]], ids, attn)
                 self.engine.ensure_finite(vectors, batch)
                 out[batch] = vectors
+                if on_batch:
+                    on_batch(len(batch))
             return finish(out)
         records: list[Any] = [None] * len(items)
         for batch in batches:
@@ -263,6 +318,8 @@ class Embedder(EngineClient):
                 if normalize:
                     record = replace(record, embeddings=_normalized(record.embeddings))
                 records[i] = record
+            if on_batch:
+                on_batch(len(batch))
         return records
 
     def _pooling(self, pooling: str | None) -> str:

@@ -192,6 +192,20 @@ class TextEncoder:
                 f"the graph expects {self.info.mask_token_id}: the tokenizer does not belong to this model"
             )
 
+    def set_max_length(self, max_length: int) -> None:
+        """Truncate at ``max_length`` tokens from now on (sentence-transformers' ``max_seq_length = n``).
+
+        Never past the package's maximum (the graph's position table ends there), and above the special tokens
+        so a text keeps a token of its own; windows (long_text='window') then use the shorter length too.
+        """
+        least = len(self._whole_tokenizer().encode("", add_special_tokens=True).ids) + 1
+        valid = isinstance(max_length, int) and not isinstance(max_length, bool)
+        if not valid or not least <= max_length <= self.info.max_length:
+            raise InputError(f"max_seq_length {max_length!r} is not allowed: pass an integer from {least} to "
+                             f"{self.info.max_length} (the package's maximum: the graph's positions end there)")
+        self.max_length = max_length
+        self.tokenizer.enable_truncation(max_length)
+
     def encode(self, texts: list[str], truncating: bool = True, stacklevel: int = 3) -> list[Any]:
         """Encode with truncation to the model maximum.
 

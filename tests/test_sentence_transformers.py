@@ -54,7 +54,7 @@ def test_equals_sentence_transformers_encode(emb, st_model, kwargs):
 def test_pooling_choices_and_prompt_errors(emb):
     with pytest.raises(InputError, match="unknown pooling 'mean' for this package"):
         emb.encode("x", pooling="mean")
-    assert emb.encode("x", pooling="cls").shape == (1, 64)
+    assert emb.encode("x", pooling="cls").shape == (64,)
     with pytest.raises(InputError, match="unknown prompt name 'doc'.*passage, query"):
         emb.encode("x", prompt_name="doc")
 
