@@ -21,9 +21,7 @@ import json
 import os
 import platform
 import random
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from polyglot_onnx.serve.launch import start_process, stop_process
 
 
 def free_port() -> int:
@@ -74,34 +74,6 @@ class RssSampler(threading.Thread):
             value = rss_mb(self.pid)
             if value is not None:
                 self.samples.append((round(time.monotonic() - self.start_time, 1), round(value, 1)))
-
-
-def start_process(cmd: list[str], url: str, health: str, log: Path, wait: float = 600) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    import httpx
-
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{cmd[0]} exited with {proc.returncode}: see {log}")
-        try:
-            if httpx.get(url + health, timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"{' '.join(cmd)} was not healthy after {wait} s: see {log}")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(10)
 
 
 async def drive(url: str, path: str, body: Any, texts: list[str], lengths: list[int], clients: int,
@@ -171,7 +143,7 @@ def run_inprocess(args: argparse.Namespace, texts: list[str], lengths: list[int]
 def run_http(name: str, cmd: list[str], url: str, health: str, path: str, body: Any, args: argparse.Namespace,
              texts: list[str], lengths: list[int], levels: list[int]) -> list[dict[str, Any]]:
     log = Path(args.out) / f"{name}.log"
-    proc = start_process(cmd, url, health, log)
+    proc = start_process(cmd, url + health, log, wait=600)
     rows = []
     try:
         asyncio.run(drive(url, path, body, texts, lengths, 4, min(3.0, args.seconds)))  # warm-up, not reported

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from polyglot_onnx.serve.launch import start_process, stop_process
 
 
 def free_port() -> int:
@@ -31,14 +29,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return int(self.proc.returncode)
+        return stop_process(self.proc, timeout)
 
 
 def start_server(*args: str, env: dict[str, str] | None = None, wait: float = 120.0) -> Server:
@@ -46,18 +37,6 @@ def start_server(*args: str, env: dict[str, str] | None = None, wait: float = 12
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="serve-", suffix=".log")[1])
     cmd = [sys.executable, "-m", "polyglot_onnx", "serve", *args, "--port", str(port), "--log-level", "warning"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    server = Server(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {server.output()}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"server did not become healthy in {wait} s: {server.output()}")
+    url = f"http://127.0.0.1:{port}"
+    proc = start_process(cmd, f"{url}/health", log, wait=wait, env={**os.environ, **(env or {})})
+    return Server(proc, url, log)
