@@ -23,8 +23,10 @@ COPY benchmarks/suite benchmarks/suite
 RUN pip install -c scripts/constraints.txt ".[serve]" \
     && useradd --create-home --uid 10001 polyglot
 USER polyglot
+# every serve flag can be set as POLYGLOT_<FLAG> (docs/serving.md): `docker run -e POLYGLOT_PORT=9000 ...`
+ENV POLYGLOT_HOST=0.0.0.0 POLYGLOT_PORT=8080
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2)"
-ENTRYPOINT ["polyglot-onnx", "serve", "--host", "0.0.0.0", "--port", "8080"]
+    CMD python -c "import urllib.request; import os; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['POLYGLOT_PORT']}/health\", timeout=2)"
+ENTRYPOINT ["polyglot-onnx", "serve"]
 CMD ["/models/mbert-cased"]

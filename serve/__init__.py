@@ -1,6 +1,7 @@
 """Serving stage: packages over HTTP (OpenAI- and TEI-compatible routes, fill-mask, word vectors).
 
-Layers, each its own module: ``routes`` (HTTP shapes), ``errors`` (status codes and bodies),
+Layers, each its own module: ``routes``, ``routes_tei``, ``routes_openai`` (HTTP shapes, on the one
+``route_table``), ``sentences`` (the embedding routes' shared request path), ``errors`` (status codes and bodies),
 ``service`` + ``batching`` (token-budget dynamic batching, off the event loop), ``backend`` (the
 public runtime). Needs the ``serve`` extra; nothing in the runtime imports this package.
 """

@@ -14,6 +14,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from polyglot_onnx.errors import first_line
+from polyglot_onnx.serve import routes, routes_openai, routes_tei  # noqa: F401 - each registers its routes
 from polyglot_onnx.serve.backend import Backend
 from polyglot_onnx.serve.config import ServeConfig
 from polyglot_onnx.serve.errors import (
@@ -23,18 +24,19 @@ from polyglot_onnx.serve.errors import (
     error_body,
     error_headers,
     http_error,
+    status_for,
     validation_message,
 )
-from polyglot_onnx.serve.routes import ROUTE_TABLE, router
+from polyglot_onnx.serve.route_table import DOCS_URL, OPENAPI_URL, ROUTE_TABLE, router
 from polyglot_onnx.serve.service import DRAINING, READY, ClientGone, Service
 
 log = logging.getLogger("polyglot_onnx.serve")
 
-# From the routes' own metadata (serve/routes.py ROUTE_TABLE): a route added there is labelled in the metrics,
-# guarded against overload and kept behind the API key without a second list to update here.
-ROUTES = frozenset(ROUTE_TABLE)
-INFERENCE_ROUTES = frozenset(path for path, info in ROUTE_TABLE.items() if info.inference)
-OPEN_ROUTES = frozenset(path for path, info in ROUTE_TABLE.items() if info.public)  # /health: load balancers
+# From the routes' own metadata (serve/route_table.py ROUTE_TABLE): a route added there is labelled in the
+# metrics, guarded against overload and kept behind the API key without a second list to update here.
+ROUTES = frozenset(info.path for info in ROUTE_TABLE.values())  # metrics labels
+INFERENCE_ROUTES = frozenset(key for key, info in ROUTE_TABLE.items() if info.inference)  # (method, path)
+OPEN_ROUTES = frozenset(key for key, info in ROUTE_TABLE.items() if info.public)  # health for load balancers, docs
 
 
 def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> Any:
@@ -54,12 +56,18 @@ def create_app(config: ServeConfig, backends: list[Backend] | None = None) -> An
         finally:
             await service.stop()
 
-    app = FastAPI(title="polyglot-onnx", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    from polyglot_onnx import __version__
+
+    app = FastAPI(title="polyglot-onnx", version=__version__, lifespan=lifespan, docs_url=DOCS_URL,
+                  openapi_url=OPENAPI_URL, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
+                  description="TEI- and OpenAI-compatible embedding server for polyglot-onnx packages "
+                              "(docs/serving.md)")
     app.state.service = service
 
     @app.exception_handler(ServeError)
     async def serve_error(request: Any, err: ServeError) -> Any:
-        return JSONResponse(error_body(request.url.path, err), status_code=err.kind.status, headers=error_headers(err))
+        path = request.url.path
+        return JSONResponse(error_body(path, err), status_code=status_for(path, err), headers=error_headers(err))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Any, err: RequestValidationError) -> Any:
@@ -112,6 +120,7 @@ class Guard:
             return
         path = scope["path"]
         route = path if path in ROUTES else "other"
+        key = (scope.get("method", ""), path)
         started = perf_counter()
         status = {"code": 500, "started": False, "bytes": 0}
 
@@ -125,7 +134,7 @@ class Guard:
 
         size = 0
         try:
-            size = await self._serve(scope, receive, send_status, path, route in INFERENCE_ROUTES, status)
+            size = await self._serve(scope, receive, send_status, path, key in INFERENCE_ROUTES, status)
         finally:
             self.service.metrics.requests.labels(route, str(status["code"])).inc()
             self.service.metrics.request_seconds.labels(route).observe(perf_counter() - started)
@@ -196,7 +205,7 @@ class Guard:
                                                 code="internal_error"), send)
 
     def _refusal(self, scope: dict[str, Any], path: str, inference: bool) -> ServeError | None:
-        if self.key is not None and path not in OPEN_ROUTES and not self._authorized(scope):
+        if self.key is not None and (scope.get("method"), path) not in OPEN_ROUTES and not self._authorized(scope):
             return ServeError(Kind.UNAUTHORIZED, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                               code="invalid_api_key")
         if inference and self.service.state != READY:
@@ -273,5 +282,5 @@ async def _respond(path: str, err: ServeError, send: Any) -> None:
     payload = json.dumps(error_body(path, err)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
-    await send({"type": "http.response.start", "status": err.kind.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status_for(path, err), "headers": headers})
     await send({"type": "http.response.body", "body": payload})

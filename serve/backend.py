@@ -52,6 +52,8 @@ class Backend:
     fill_mask: Any | None  # polyglot_onnx.FillMask sharing the embedder's session, when the package has a head
     tokens: Tokens
     description: dict[str, Any]
+    source: str = ""  # the checkpoint's hub id or folder name (TEI's model_id)
+    aliases: tuple[str, ...] = ()  # other names a request may use for it (the package's model name)
 
     @classmethod
     def load(cls, spec: ModelSpec, config: ServeConfig) -> Backend:
@@ -65,8 +67,10 @@ class Backend:
         engine = embedder.engine
         fill_mask = FillMask(engine) if embedder.model.has_mlm_head else None
         description = embedder.describe()
-        name = spec.name or description["model"]
-        backend = cls(name, spec.directory, embedder, fill_mask, Tokens(engine.text), description)
+        source = source_id(str(engine.manifest.model.source)) or str(description["model"])
+        name = spec.name or source
+        aliases = tuple(dict.fromkeys(a for a in (source, str(description["model"])) if a != name))
+        backend = cls(name, spec.directory, embedder, fill_mask, Tokens(engine.text), description, source, aliases)
         if backend.batch_invariant is False:
             log.warning(
                 "model %s: variant %s is not batch-invariant: a text's vector depends slightly on what it is "
@@ -82,6 +86,11 @@ class Backend:
     @property
     def provider(self) -> str:
         return str(self.embedder.provider)
+
+    @property
+    def compute_type(self) -> str:
+        """TEI's x-compute-type: where the model runs."""
+        return "gpu" if self.embedder.engine.provider_name == "cuda" else "cpu"
 
     @property
     def dimension(self) -> int:
@@ -184,6 +193,7 @@ class Backend:
         return {
             "name": self.name,
             "model": d.get("model"),
+            "source": self.source,
             "architecture": d.get("architecture"),
             "variant": self.variant,
             "provider": self.provider,
@@ -198,3 +208,17 @@ class Backend:
             "limits": {"text": vars(getattr(self.embedder, "limits", None) or DEFAULT_TEXT_LIMITS).copy(),
                        "fill_mask": vars(self.fill_mask_limits).copy()},
         }
+
+
+def source_id(location: str) -> str:
+    """The name a checkpoint is known by: its hub id (``org/name``) as it is, a local folder by its name (a hub
+    cache snapshot folder by the repo it caches), so no path of the exporting machine is published."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if not location.startswith(("/", "\\", "~", ".")) and not PureWindowsPath(location).drive:
+        return location
+    parts = PureWindowsPath(location).parts if "\\" in location else PurePosixPath(location).parts
+    for part in parts:
+        if part.startswith("models--"):  # ~/.cache/huggingface/hub/models--org--name/snapshots/<sha>
+            return part[len("models--"):].replace("--", "/")
+    return parts[-1] if parts else ""

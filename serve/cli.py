@@ -1,4 +1,8 @@
-"""``polyglot-onnx serve DIR [DIR ...]``: its arguments and the command; the main CLI registers it."""
+"""``polyglot-onnx serve DIR [DIR ...]``: its arguments and the command; the main CLI registers it.
+
+Every flag can also come from the environment (containers, Kubernetes): ``--max-batch-tokens`` from
+``POLYGLOT_MAX_BATCH_TOKENS``, and so on; a flag on the command line wins.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,28 @@ import os
 from typing import Any
 
 from polyglot_onnx.errors import DependencyError, InputError
-from polyglot_onnx.serve.config import API_KEY_ENV, ServeConfig, parse_models
+from polyglot_onnx.serve.config import API_KEY_ENV, ModelSpec, ServeConfig, parse_models
+
+ENV_PREFIX = "POLYGLOT_"
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+EPILOG = f"""environment: every flag can be set as {ENV_PREFIX}<FLAG>, the flag's name in capitals with '-' as '_'
+(POLYGLOT_PORT=9000, POLYGLOT_MAX_BATCH_TOKENS=8192, POLYGLOT_VARIANT=fp32, POLYGLOT_AUTO_TRUNCATE=false,
+POLYGLOT_STRICT_MODEL_NAME=true); the package directories as POLYGLOT_PACKAGES and --name pairs as
+POLYGLOT_NAME, several separated by '{os.pathsep}'. A flag given on the command line wins over its variable."""
 
 
 def add_serve_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="serve packages over HTTP (OpenAI + TEI routes, fill-mask), or on Ray Serve")
-    p.add_argument("packages", nargs="*", help="package directories (named by their model name)")
+    p = sub.add_parser("serve", help="serve packages over HTTP (OpenAI + TEI routes, fill-mask), or on Ray Serve",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("packages", nargs="*",
+                   help="package directories (each served as its checkpoint's hub id or folder name)")
     p.add_argument("--name", action="append", default=[], metavar="NAME=DIR", help="serve DIR as model NAME (repeatable)")
+    p.add_argument("--served-model-name", default=None,
+                   help="the name clients use for the one package served (default: its checkpoint's hub id or "
+                        "folder name; as TEI's flag)")
+    p.add_argument("--strict-model-name", action="store_true",
+                   help="404 for an unknown 'model' on the OpenAI routes (default: answered by the first model, "
+                        "with a warning, as TEI does)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
@@ -52,10 +71,75 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--replica-cpus", type=float, default=None,
                    help="CPUs each replica reserves; onnxruntime threads follow it (default --threads or 1)")
+    p.set_defaults(**env_defaults(p, os.environ))
+
+
+class EnvError:
+    """A POLYGLOT_* variable that does not parse: refused when the command runs, unless its flag was given."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def env_name(action: argparse.Action) -> str:
+    """POLYGLOT_ and the flag's first long name (--auto-truncate, not --no-auto-truncate), or the positional's."""
+    flag = next((o for o in action.option_strings if o.startswith("--")), action.dest)
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def env_defaults(parser: argparse.ArgumentParser, environ: Any) -> dict[str, Any]:
+    """Each flag's default from its POLYGLOT_<FLAG> variable, parsed and checked as argparse would."""
+    defaults: dict[str, Any] = {}
+    for action in parser._actions:
+        if action.dest in ("help", argparse.SUPPRESS):
+            continue
+        name = env_name(action)
+        if name not in environ:
+            continue
+        defaults[action.dest] = env_value(action, name, environ[name])
+    return defaults
+
+
+def env_value(action: argparse.Action, name: str, raw: str) -> Any:
+    if action.nargs == 0:  # on/off flags
+        if raw.strip().lower() in TRUE:
+            return True
+        if raw.strip().lower() in FALSE:
+            return False
+        return EnvError(f"{name}={raw!r} is not true or false (1/0, yes/no, on/off)")
+    if action.nargs == "*" or isinstance(action.default, list):  # the packages, the --name pairs
+        return [item.strip() for item in raw.split(os.pathsep) if item.strip()]
+    try:
+        value = action.type(raw) if callable(action.type) else raw
+    except (TypeError, ValueError):
+        kind = getattr(action.type, "__name__", "value")
+        return EnvError(f"{name}={raw!r} is not a valid {kind} (it sets {action.option_strings[0]})")
+    if action.choices is not None and value not in action.choices:
+        return EnvError(f"{name}={raw!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
+def check_env(args: argparse.Namespace) -> None:
+    for value in vars(args).values():
+        if isinstance(value, EnvError):
+            raise InputError(value.message)
+
+
+def named_models(args: argparse.Namespace) -> tuple[ModelSpec, ...]:
+    models = parse_models(list(args.packages), list(args.name))
+    if args.served_model_name is None:
+        return models
+    if len(models) != 1:
+        raise InputError(f"--served-model-name names the one package served, but {len(models)} are: name each with "
+                         "--name NAME=DIR")
+    if models[0].name is not None and models[0].name != args.served_model_name:
+        raise InputError("the package is named twice (--name and --served-model-name): give one")
+    return (ModelSpec(models[0].directory, args.served_model_name),)
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    models = parse_models(list(args.packages), list(args.name))
+    check_env(args)
+    models = named_models(args)
     if args.workers < 1:
         raise InputError(f"--workers must be a positive integer, got {args.workers}")
     return ServeConfig(
@@ -78,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         max_connections_per_address=args.max_connections_per_address,
+        strict_model_name=args.strict_model_name,
     )
 
 

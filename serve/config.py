@@ -17,7 +17,7 @@ CONFIG_ENV = "POLYGLOT_SERVE_CONFIG"  # JSON config for worker processes started
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A package directory and the name clients use for it (default: the package's model name)."""
+    """A package directory and the name clients use for it (default: its checkpoint's hub id or folder name)."""
 
     directory: str
     name: str | None = None
@@ -48,6 +48,8 @@ class ServeConfig:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_connections_per_address: int = 128
+    # An unknown `model` on the OpenAI routes: answered by the first model with a warning (as TEI), or a 404
+    strict_model_name: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -1,7 +1,8 @@
 """Every refusal the server gives, and its status code and body, decided here and only here.
 
-OpenAI routes (``/v1/...``) answer ``{"error": {"message", "type", "code", "param"}}`` (what the openai
-client reads); every other route answers TEI's ``{"error", "error_type"}``.
+OpenAI routes (``/v1/...`` and TEI's alias ``/embeddings``) answer ``{"error": {"message", "type", "code",
+"param"}}`` (what the openai client reads), an invalid request there with OpenAI's 400; every other route
+answers TEI's ``{"error", "error_type"}`` with TEI's statuses (an invalid request is a 422).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class Kind(Enum):
     NOT_FOUND = (404, "NotFound", "invalid_request_error")
     METHOD = (405, "MethodNotAllowed", "invalid_request_error")
     TIMEOUT = (408, "RequestTimeout", "invalid_request_error")
-    PAYLOAD = (413, "PayloadTooLarge", "invalid_request_error")
+    PAYLOAD = (413, "Validation", "invalid_request_error")  # TEI's error types have no 'too large' of their own
     VALIDATION = (422, "Validation", "invalid_request_error")
     BACKEND = (424, "Backend", "server_error")
     OVERLOADED = (429, "Overloaded", "rate_limit_error")
@@ -44,8 +45,22 @@ class ServeError(Exception):
         return self.message
 
 
+OPENAI_ALIASES = frozenset({"/embeddings"})  # TEI serves the OpenAI route here too, in OpenAI's shape
+
+
+def is_openai(path: str) -> bool:
+    return path.startswith("/v1/") or path in OPENAI_ALIASES
+
+
+def status_for(path: str, err: ServeError) -> int:
+    """The HTTP status: TEI's for its routes, OpenAI's 400 for an invalid request on the OpenAI routes."""
+    if err.kind is Kind.VALIDATION and is_openai(path):
+        return 400
+    return err.kind.status
+
+
 def error_body(path: str, err: ServeError) -> dict[str, Any]:
-    if path.startswith("/v1/"):
+    if is_openai(path):
         code = err.code or err.kind.name.lower()
         return {"error": {"message": err.message, "type": err.kind.value[2], "code": code, "param": err.param}}
     return {"error": err.message, "error_type": err.kind.value[1]}

@@ -1,60 +1,44 @@
-"""HTTP routes: OpenAI /v1/embeddings; TEI's /embed /embed_all /tokenize /info; /fill-mask, /embed_words.
+"""HTTP routes: TEI's /embed /embed_all /tokenize /info /health /metrics; /fill-mask and /embed_words (ours).
 
-Routes know HTTP and the request shapes; tokens and batching live in the service and the queue.
-Imported only when serving, so fastapi is imported at module level here.
+TEI's aliases and tokenizer routes are in routes_tei, the OpenAI API in routes_openai; all register
+on the one route table (route_table.py). Routes know HTTP and the request shapes; tokens and batching
+live in the service and the queue. Imported only when serving, so fastapi is imported at module level.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from time import perf_counter
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from polyglot_onnx.errors import InputError
-from polyglot_onnx.runtime import sentence_options
 from polyglot_onnx.serve import backend as bk
 from polyglot_onnx.serve import cost
 from polyglot_onnx.serve.errors import Kind, ServeError
-from polyglot_onnx.serve.keys import SENTENCE, TOKEN, FillMaskKey
+from polyglot_onnx.serve.info import service_info
+from polyglot_onnx.serve.keys import TOKEN, FillMaskKey
 from polyglot_onnx.serve.responses import answer as streamed
-from polyglot_onnx.serve.schemas import (
-    EmbedRequest,
-    FillMaskRequest,
-    OpenAIEmbeddingRequest,
-    TokenizeRequest,
-    WordsRequest,
+from polyglot_onnx.serve.route_table import ROUTE_TABLE, json, route, router
+from polyglot_onnx.serve.route_table import service_of as _service
+from polyglot_onnx.serve.schemas import EmbedRequest, FillMaskRequest, TokenizeRequest, WordsRequest
+from polyglot_onnx.serve.sentences import Ask, embed_sentences
+from polyglot_onnx.serve.text_inputs import (
+    characters,
+    check_not_empty,
+    prepared,
+    resolve_prompt,
+    split_inputs,
+    truncation,
 )
-from polyglot_onnx.serve.service import Service
-from polyglot_onnx.serve.text_inputs import Prepared, prepared, split_inputs
 from polyglot_onnx.serve.text_inputs import embed as embed_inputs
 from polyglot_onnx.serve.text_inputs import embed_words as embed_word_inputs
 from polyglot_onnx.serve.tokens import check_text
 
-
-def normalized(x: np.ndarray) -> np.ndarray:
-    """The runtime's normalisation, row by row, so served vectors equal Embedder.encode's."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    out: np.ndarray = x / np.maximum(norm, 1e-12)
-    return out
-
-
-def check_dimensions(dimensions: int | None, hidden: int, field: str = "dimensions") -> int:
-    if dimensions is None:
-        return hidden
-    if not 1 <= dimensions <= hidden:
-        raise ServeError(
-            Kind.VALIDATION, f"{field} must be between 1 and the model's {hidden}, got {dimensions}",
-            code="invalid_value", param=field,
-        )
-    return dimensions
+__all__ = ["ROUTE_TABLE", "router"]
 
 
 def refuse_sentence_options(body: Any) -> None:
@@ -72,131 +56,16 @@ def refuse_sentence_options(body: Any) -> None:
                          "answers raw per-token vectors: drop them here", code="invalid_value", param=asked[0])
 
 
-def sentence_vectors(rows: Sequence[np.ndarray], dimensions: int, normalize: bool) -> np.ndarray:
-    """Matryoshka: keep the first ``dimensions``, then normalize (when asked)."""
-    out = np.stack(rows)[:, :dimensions]
-    return normalized(out) if normalize else out
-
-
-def check_precision(body: Any, width: int) -> np.ndarray | None:
-    """The request's ranges as an array, checked before any model work; a bad pair is a 422."""
-    ranges = None
-    if body.ranges is not None:
-        if len(body.ranges) != 2 or len(body.ranges[0]) != len(body.ranges[1]):
-            raise ServeError(Kind.VALIDATION, f"ranges must be [[{width} mins], [{width} maxs]]", code="invalid_value",
-                             param="ranges")
-        ranges = finite_ranges(body.ranges)
-    try:
-        sentence_options.check_precision(body.precision, ranges, width)
-    except InputError as err:
-        raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="ranges") from None
-    return ranges
-
-
-def finite_ranges(values: list[list[float | int]]) -> np.ndarray:
-    """float32 ranges, or a 422: a huge integer, NaN or Infinity would quantize every value to one bucket."""
-    with np.errstate(over="ignore"):
-        try:
-            ranges = np.asarray(values, dtype=np.float64).astype(np.float32)
-        except OverflowError:  # an integer with hundreds of digits
-            ranges = np.full((2, 1), np.inf, dtype=np.float32)
-    if not np.isfinite(ranges).all():
-        raise ServeError(Kind.VALIDATION, "ranges must hold finite numbers within float32 (no NaN, Infinity or "
-                         "numbers beyond 3.4e38): send the per-dimension mins and maxs of real embeddings",
-                         code="invalid_value", param="ranges")
-    return ranges
-
-
-def sentence_cost(inputs: Prepared, dimensions: int) -> cost.Cost:
-    return cost.Cost(inputs.work(), cost.vectors(len(inputs.encoded), dimensions))
-
-
-def quantized(vectors: np.ndarray, body: Any, ranges: np.ndarray | None) -> np.ndarray:
-    """sentence-transformers' quantize_embeddings, as Embedder.encode(precision=...) applies it."""
-    if body.precision == "float32":
-        return vectors
-    try:
-        return sentence_options.quantize(vectors, body.precision, ranges)
-    except InputError as err:  # int8 of a single vector without ranges
-        raise ServeError(Kind.VALIDATION, str(err), code="invalid_value", param="ranges") from None
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class RouteInfo:
-    """What the app's guard and metrics need to know about a route: its path is its metrics label, ``inference``
-    routes run the model (the overload guard counts them), ``public`` routes need no API key."""
-
-    path: str
-    method: str
-    inference: bool
-    public: bool = False
-
-
-router = APIRouter()
-ROUTE_TABLE: dict[str, RouteInfo] = {}  # filled by @route below: the one list of the server's routes
-
-
-def route(path: str, method: str = "POST", inference: bool = True, public: bool = False) -> Callable[[F], F]:
-    """Register a handler on the module's router and its metadata in ROUTE_TABLE, in one place."""
-
-    def register(handler: F) -> F:
-        ROUTE_TABLE[path] = RouteInfo(path, method, inference, public)
-        router.add_api_route(path, handler, methods=[method])
-        return handler
-
-    return register
-
-
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
-def json(content: Any, headers: dict[str, str] | None = None) -> Any:
-    return JSONResponse(content, headers=headers)
-
-
-def truncate_flag(service: Service, value: bool | None) -> bool:
-    return service.config.auto_truncate if value is None else value
-
-
-@route("/v1/embeddings")
-async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Any:
-    service = _service(request)
-    started = perf_counter()
-    backend = service.model(body.model)
-    dims = check_dimensions(body.dimensions, backend.dimension)
-    ranges = check_precision(body, dims)
-    inputs = await prepared(service, backend, body, body.input, "input", service.config.auto_truncate)
-    service.check_cost(sentence_cost(inputs, dims), "input")
-    answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
-    vectors = quantized(sentence_vectors(answer.results, dims, normalize=True), body, ranges)
-    if body.encoding_format == "base64":  # little-endian float32, or the int8 / uint8 bytes as they are
-        wire = "<f4" if vectors.dtype == np.float32 else vectors.dtype
-        payload: list[Any] = [base64.b64encode(v.astype(wire).tobytes()).decode("ascii") for v in vectors]
-    else:
-        payload = vectors.tolist()
-    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(payload)]
-    usage = {"prompt_tokens": answer.tokens, "total_tokens": answer.tokens}
-    return json({"object": "list", "data": data, "model": backend.name, "usage": usage}, answer.headers(started))
-
-
 @route("/embed")
-async def embed(body: EmbedRequest, request: Request) -> Any:
+async def tei_embed(body: EmbedRequest, request: Request) -> Any:
+    """TEI's /embed (and its aliases / and /invocations): a list of vectors."""
     service = _service(request)
     started = perf_counter()
     backend = service.model(body.model)
-    dims = check_dimensions(body.dimensions, backend.dimension)
-    ranges = check_precision(body, dims)
-    inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(service, body.truncate),
-                            body.truncation_direction.lower())
-    service.check_cost(sentence_cost(inputs, dims))
-    answer = await embed_inputs(service, backend, SENTENCE, inputs, body, request.receive)
-    vectors = quantized(sentence_vectors(answer.results, dims, body.normalize), body, ranges)
-    return json(vectors.tolist(), answer.headers(started))
+    ask = Ask(body.inputs, "inputs", truncation(service, body.truncate), body.normalize,
+              body.truncation_direction.lower())
+    out = await embed_sentences(service, backend, body, ask, request.receive)
+    return json(out.vectors.tolist(), out.headers(started))
 
 
 @route("/embed_all")
@@ -205,24 +74,31 @@ async def embed_all(body: EmbedRequest, request: Request) -> Any:
     started = perf_counter()
     backend = service.model(body.model)
     refuse_sentence_options(body)
-    inputs = await prepared(service, backend, body, body.inputs, "inputs", truncate_flag(service, body.truncate),
+    inputs = await prepared(service, backend, body, body.inputs, "inputs", truncation(service, body.truncate),
                             body.truncation_direction.lower())
+    tokenizing = perf_counter() - started
     hidden = backend.embedder.model.hidden_size
     needed = cost.Cost(inputs.work(), cost.vectors(inputs.output_rows(), hidden))
     service.check_cost(needed)
     answer = await embed_inputs(service, backend, TOKEN, inputs, body, request.receive)
+    answer.tokenization_seconds, answer.characters = tokenizing, characters(body.inputs)
     # As TEI: the last hidden states, not normalized.
     return streamed(answer.results, answer.headers(started), needed.response_bytes)
 
 
 @route("/tokenize")
 async def tokenize(body: TokenizeRequest, request: Request) -> Any:
+    """TEI's /tokenize: per input its tokens, with the prompt the embedding routes would prepend (TEI's
+    prompt_name; our prompt), so the tokens are the ones the model reads."""
     service = _service(request)
     backend = service.model(body.model)
     texts, _, _ = split_inputs(body.inputs)
     service.check_count(texts, "inputs")
-    tokens, size = await asyncio.to_thread(backend.tokens.detail, texts, "inputs", body.add_special_tokens,
-                                           service.config.max_request_tokens, service.config.max_response_bytes)
+    check_not_empty(texts, "inputs")
+    prompt = resolve_prompt(backend, body, False) or ""
+    tokens, size = await asyncio.to_thread(backend.tokens.detail, [prompt + t for t in texts], "inputs",
+                                           body.add_special_tokens, service.config.max_request_tokens,
+                                           service.config.max_response_bytes)
     return streamed(tokens, None, size)
 
 
@@ -242,11 +118,13 @@ async def fill_mask(body: FillMaskRequest, request: Request) -> Any:
     # The runtime reads an over-long text whole (a window around each mask), so nothing is truncated here.
     plan = await asyncio.to_thread(_mask_plan, backend, texts, body.top_k, service.config.max_request_tokens)
     targets = await asyncio.to_thread(_target_ids, backend, words)
+    tokenizing = perf_counter() - started
     needed = _fill_mask_cost(texts, plan, body.top_k)
     service.check_cost(needed)
     key = FillMaskKey(body.top_k, targets)
     payloads = [(len(ids), (ids, positions)) for ids, positions, _ in plan.rows]
     answer = await service.compute(backend, key, payloads, request.receive)
+    answer.tokenization_seconds, answer.characters = tokenizing, characters(texts)
     results = await asyncio.to_thread(fm.answer, plan, answer.results)
     return streamed(results[0] if single else results, answer.headers(started), needed.response_bytes)
 
@@ -256,8 +134,9 @@ async def embed_words(body: WordsRequest, request: Request) -> Any:
     service = _service(request)
     started = perf_counter()
     backend = service.model(body.model)
-    answer, size = await embed_word_inputs(service, backend, body, truncate_flag(service, body.truncate),
+    answer, size = await embed_word_inputs(service, backend, body, truncation(service, body.truncate),
                                            request.receive)
+    answer.characters = characters(body.inputs)
     out = [{"words": r.words, "offsets": [list(o) for o in r.offsets], "embeddings": r.embeddings}
            for r in answer.results]
     return streamed(out, answer.headers(started), size)
@@ -352,48 +231,3 @@ def _targets(value: str | list[str] | None) -> tuple[str, ...] | None:
     for i, word in enumerate(words):
         check_text(word, f"targets[{i}]")
     return tuple(words)
-
-
-def service_info(service: Service) -> dict[str, Any]:
-    """TEI's /info keys (for the first model) plus every model's variant, provider and drift evidence."""
-    import onnxruntime
-    import tokenizers
-
-    from polyglot_onnx import __version__
-
-    cfg = service.config
-    models = [b.info() for b in service.backends.values()]
-    first = models[0] if models else {}
-    return {
-        "model_id": first.get("name"),
-        "model_dtype": first.get("variant"),
-        "model_type": {"embedding": {"pooling": first.get("pooling")}},
-        "max_concurrent_requests": cfg.max_concurrent_requests,
-        "max_input_length": first.get("max_input_length"),
-        "max_batch_tokens": cfg.max_batch_tokens,
-        "max_batch_requests": cfg.max_batch_rows,
-        "max_client_batch_size": cfg.max_client_batch_size,
-        "auto_truncate": cfg.auto_truncate,
-        # requests tokenize in asyncio's default thread pool (serve/text_inputs.py): its size
-        "tokenization_workers": min(32, (os.cpu_count() or 1) + 4),
-        "version": __version__,
-        "state": service.state,
-        "models": models,
-        "limits": {
-            "max_batch_tokens": cfg.max_batch_tokens,
-            "max_client_batch_size": cfg.max_client_batch_size,
-            "max_concurrent_requests": cfg.max_concurrent_requests,
-            "payload_limit": cfg.payload_limit,
-            "auto_truncate": cfg.auto_truncate,
-            "api_key": cfg.api_key is not None,
-            "max_request_tokens": cfg.max_request_tokens,
-            "max_response_bytes": cfg.max_response_bytes,
-            "max_batch_ms": cfg.max_batch_ms,
-            "header_timeout": cfg.header_timeout,
-            "body_timeout": cfg.body_timeout,
-            "max_connections_per_address": cfg.max_connections_per_address,
-            "drain_timeout": cfg.drain_timeout,
-        },
-        "versions": {"polyglot_onnx": __version__, "onnxruntime": onnxruntime.__version__,
-                     "tokenizers": tokenizers.__version__},
-    }

@@ -6,8 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr
 
-TextOrIds = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+# One text, one list of ids, or a list of texts and id lists (TEI takes them mixed in one request)
+TextOrIds = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]] | list[StrictStr | list[StrictInt]]
 Texts = StrictStr | list[StrictStr]
+Ids = list[StrictInt] | list[list[StrictInt]]
 
 
 class _Body(BaseModel):
@@ -53,8 +55,39 @@ class EmbedRequest(_Precision):
 
 
 class TokenizeRequest(_Body):
+    """TEI's /tokenize; ``prompt_name`` (TEI's) or ``prompt`` (ours) is prepended as the embedding routes do."""
+
     inputs: Texts
     add_special_tokens: StrictBool = True
+    prompt_name: StrictStr | None = None
+    prompt: StrictStr | None = None
+    model: StrictStr | None = None
+
+
+class DecodeRequest(_Body):
+    """TEI's /decode: ids (one list, or a list of lists) back to text."""
+
+    ids: Ids
+    skip_special_tokens: StrictBool = True
+    model: StrictStr | None = None
+
+
+class SimilarityInput(_Body):
+    source_sentence: StrictStr
+    sentences: list[StrictStr]
+
+
+class SimilarityParameters(_Body):
+    truncate: StrictBool | None = None
+    truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
+    prompt_name: StrictStr | None = None
+
+
+class SimilarityRequest(_Body):
+    """TEI's /similarity (the Inference API's sentence-similarity task): cosine of each sentence to the source."""
+
+    inputs: SimilarityInput
+    parameters: SimilarityParameters | None = None
     model: StrictStr | None = None
 
 

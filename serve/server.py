@@ -9,12 +9,15 @@ the exit comes within the timeout plus one batch (batches are cut to --max-batch
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 from time import monotonic
 from typing import Any
 
+from polyglot_onnx.errors import InputError
 from polyglot_onnx.serve.backend import Backend
 from polyglot_onnx.serve.config import CONFIG_ENV, ServeConfig
 from polyglot_onnx.serve.connections import guarded_protocol, uvicorn_protocol
@@ -23,6 +26,7 @@ from polyglot_onnx.serve.memory import Trimmer
 log = logging.getLogger("polyglot_onnx.serve")
 # Seconds after --drain-timeout for answers already being sent, and then for uvicorn's own shutdown.
 LATE_ANSWER_GRACE = 2
+BACKLOG = 2048  # uvicorn's default
 
 
 def load_backends(config: ServeConfig) -> list[Backend]:
@@ -39,30 +43,83 @@ def protocol(config: ServeConfig) -> type:
     return guarded_protocol(uvicorn_protocol(), config.header_timeout, config.max_connections_per_address)
 
 
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _in_use(host: str, port: int) -> InputError:
+    return InputError(f"port {port} on {host} is already in use: pass --port (or POLYGLOT_PORT) or stop the other "
+                      "server")
+
+
+def check_port(host: str, port: int) -> None:
+    """Before the models load (which can take a while): a port already in use fails at once, in one line.
+    Anything else (a privileged port, an address not on this machine) is reported when binding."""
+    try:
+        _bind(host, port).close()
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise _in_use(host, port) from None
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound and listening here, then handed to uvicorn: a port taken since check_port (or any
+    other failure) is one line too, not uvicorn's log lines, and from here on no other server can take the port
+    (connections made during the warm-up wait in the backlog and are answered once it is done)."""
+    try:
+        sock = _bind(host, port)
+        try:
+            sock.listen(BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise _in_use(host, port) from None
+        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err} (--host, --port)") from None
+    sock.set_inheritable(True)  # uvicorn's worker processes inherit it
+    return sock
+
+
 def run_server(config: ServeConfig, host: str, port: int, workers: int = 1, log_level: str = "info") -> int:
     import uvicorn
 
+    check_port(host, port)
     Trimmer().limit_arenas()  # before onnxruntime and the tokenizers start their threads
     if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
         # uvicorn's supervisor starts each worker from an import string; the config travels as JSON.
         load_backends(config)  # refuse a bad package here, once, before any worker starts
         os.environ[CONFIG_ENV] = config.to_json()
         if config.api_key:
             os.environ.setdefault("POLYGLOT_API_KEY", config.api_key)
-        uvicorn.run("polyglot_onnx.serve.app_factory:app_from_env", factory=True, host=host, port=port,
-                    workers=workers, log_level=log_level, timeout_graceful_shutdown=int(config.drain_timeout),
-                    http=protocol(config))
+        # uvicorn's own HTTP protocol: the workers are started by pickling this config, which the guarded
+        # protocol (a class made at run time) cannot be; the connection guards are the plain server's (docs)
+        options = uvicorn.Config("polyglot_onnx.serve.app_factory:app_from_env", factory=True, host=host, port=port,
+                                 workers=workers, log_level=log_level, backlog=BACKLOG,
+                                 timeout_graceful_shutdown=int(config.drain_timeout))
+        Multiprocess(options, sockets=[listening_socket(host, port)]).run()  # what uvicorn.run does, on our socket
         return 0
 
     from polyglot_onnx.serve.app import create_app
 
     app = create_app(config, load_backends(config))
+    sock = listening_socket(host, port)
     server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                                            http=protocol(config), timeout_graceful_shutdown=LATE_ANSWER_GRACE))
     # uvicorn re-raises the signal it caught after its graceful shutdown; a no-op handler makes that a
     # clean return, so a drained SIGTERM exits 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1
 
 

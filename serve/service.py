@@ -23,6 +23,7 @@ from polyglot_onnx.serve.metrics import Metrics
 log = logging.getLogger("polyglot_onnx.serve")
 
 STARTING, READY, DRAINING = "starting", "ready", "draining"
+UNKNOWN_NAMES_LOGGED = 1024  # distinct unknown model names warned about (a client could send millions)
 
 
 class ClientGone(Exception):
@@ -31,20 +32,36 @@ class ClientGone(Exception):
 
 @dataclass
 class Answer:
-    """Results in input order plus what the timing headers report."""
+    """Results in input order plus what the timing headers report (the route adds its tokenizing time and
+    the characters it was sent)."""
 
     results: list[Any]
     tokens: int
     queue_seconds: float
     inference_seconds: float
+    compute_type: str = "cpu"
+    variant: str = ""
+    tokenization_seconds: float = 0.0
+    characters: int = 0
 
     def headers(self, started: float) -> dict[str, str]:
+        """TEI's headers (integer milliseconds; x-compute-time is the whole request's, as TEI's is) and the
+        variant the vectors came from."""
+        total = str(int((perf_counter() - started) * 1000))
         return {
+            "x-compute-type": self.compute_type,
+            "x-compute-time": total,
+            "x-compute-characters": str(self.characters),
             "x-compute-tokens": str(self.tokens),
-            "x-queue-time": f"{self.queue_seconds * 1000:.3f}",
-            "x-inference-time": f"{self.inference_seconds * 1000:.3f}",
-            "x-total-time": f"{(perf_counter() - started) * 1000:.3f}",
+            "x-total-time": total,
+            "x-tokenization-time": str(int(self.tokenization_seconds * 1000)),
+            "x-queue-time": str(int(self.queue_seconds * 1000)),
+            "x-inference-time": str(int(self.inference_seconds * 1000)),
+            VARIANT_HEADER: self.variant,
         }
+
+
+VARIANT_HEADER = "x-polyglot-variant"
 
 
 class Service:
@@ -60,6 +77,7 @@ class Service:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_started: asyncio.Future[None] | None = None
         self._drain_expired: asyncio.Future[None] | None = None
+        self._unknown_names: set[str] = set()
         if backends is not None:
             self._register(backends)
 
@@ -126,6 +144,7 @@ class Service:
                 name, str(backend.description.get("model")), backend.variant, backend.provider,
                 str(backend.batch_invariant).lower(),
             ).set(1)
+        self.metrics.tei.queue_size.set_function(lambda: sum(q.depth for q in self.queues.values()))
         self.state = READY
 
     async def stop(self) -> None:
@@ -133,28 +152,39 @@ class Service:
         for queue in self.queues.values():
             await queue.stop()
 
-    def model(self, name: str | None) -> Backend:
-        """The named model, or the first served when the request names none; 404 lists what is served."""
+    def model(self, name: str | None, any_name: bool = False) -> Backend:
+        """The named model (its served name or its package's model name), or the first served when the
+        request names none; 404 lists what is served. With ``any_name`` (the OpenAI routes, as TEI's) an
+        unknown name gets the first model and one logged warning per name, unless --strict-model-name."""
         if name is None:
             return next(iter(self.backends.values()))
-        if name not in self.backends:
-            raise ServeError(
-                Kind.NOT_FOUND,
-                f"model {name!r} is not served here: choose one of {', '.join(map(repr, self.backends))}",
-                code="model_not_found",
-                param="model",
-            )
-        return self.backends[name]
+        if name in self.backends:
+            return self.backends[name]
+        for backend in self.backends.values():
+            if name in backend.aliases:
+                return backend
+        served = ", ".join(map(repr, self.backends))
+        if any_name and not self.config.strict_model_name:
+            first = next(iter(self.backends.values()))
+            if len(self._unknown_names) < UNKNOWN_NAMES_LOGGED and name not in self._unknown_names:
+                self._unknown_names.add(name)
+                log.warning("requests name model %r, which is not served here: answering with %r (served: %s; "
+                            "--strict-model-name refuses unknown names)", name[:200], first.name, served)
+            return first
+        raise ServeError(Kind.NOT_FOUND, f"model {name!r} is not served here: choose one of {served}",
+                         code="model_not_found", param="model")
 
-    def check_count(self, items: Sequence[Any], field: str) -> None:
+    def check_count(self, items: Sequence[Any], field: str, limit: int | None = None) -> None:
+        """Not empty, and at most --max-client-batch-size inputs (or the route's own ``limit``)."""
         if not items:
-            raise ServeError(Kind.EMPTY, f"{field} is empty: send at least one input", code="empty_input", param=field)
-        limit = self.config.max_client_batch_size
+            raise ServeError(Kind.EMPTY, f"`{field}` cannot be empty: send at least one input", code="empty_input",
+                             param=field)
+        limit = self.config.max_client_batch_size if limit is None else limit
         if len(items) > limit:
+            flag = " (--max-client-batch-size)" if limit == self.config.max_client_batch_size else ""
             raise ServeError(
                 Kind.VALIDATION,
-                f"batch size {len(items)} > maximum allowed batch size {limit} (--max-client-batch-size): "
-                "split the request",
+                f"batch size {len(items)} > maximum allowed batch size {limit}{flag}: split the request",
                 code="batch_too_large",
                 param=field,
             )
@@ -184,7 +214,8 @@ class Service:
                 Kind.BACKEND, f"inference failed for this request's batch: {first_line(err)}", code="backend_failure"
             ) from err
         tokens = ticket.tokens if usage_tokens is None else usage_tokens
-        return Answer(results, tokens, ticket.queue_seconds, ticket.inference_seconds)
+        return Answer(results, tokens, ticket.queue_seconds, ticket.inference_seconds, backend.compute_type,
+                      backend.variant)
 
 
 def _finish(future: asyncio.Future[None]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -37,18 +38,58 @@ from polyglot_onnx.serve.cost import Cost
 from polyglot_onnx.serve.errors import Kind, ServeError
 from polyglot_onnx.serve.keys import SENTENCE, BatchKey, WindowKey, WordKey, output_key
 from polyglot_onnx.serve.service import Answer, Service
-from polyglot_onnx.serve.tokens import Encoded, check_text
+from polyglot_onnx.serve.tokens import TRUNCATE_HINT, Encoded, check_text
 
 
 def split_inputs(value: Any) -> tuple[list[Any], bool, bool]:
-    """(items, are token ids, was a single input) for str | list[str] | list[int] | list[list[int]]."""
+    """(items, all are token ids, was a single input) for str | list[int] | a list of texts and id lists (TEI
+    takes texts and id lists mixed in one request)."""
     if isinstance(value, str):
         return [value], False, True
     if not value:
         return [], False, False
     if isinstance(value[0], int):
         return [list(value)], True, True
-    return list(value), isinstance(value[0], list), False
+    return list(value), all(isinstance(v, list) for v in value), False
+
+
+def characters(value: Any) -> int:
+    """TEI's x-compute-characters: characters of each text, ids of each id list."""
+    items, _, _ = split_inputs(value)
+    return sum(len(item) for item in items)
+
+
+def check_not_empty(items: list[Any], field: str) -> None:
+    """An empty text is a 400, as TEI's "`inputs` cannot be empty" (there is nothing to embed)."""
+    for i, item in enumerate(items):
+        if isinstance(item, str) and not item:
+            name = f"{field}[{i}]" if len(items) > 1 else field
+            raise ServeError(Kind.EMPTY, f"`{name}` cannot be empty: send some text", code="empty_input",
+                             param=field)
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """Whether over-long inputs are cut, and if not, the refusal's reason and remedy."""
+
+    cut: bool
+    hint: str = TRUNCATE_HINT
+
+
+WINDOW_IDS_HINT = "long_text='window' reads texts whole, not token ids: send the text, or fewer ids"
+
+
+def truncation(service: Service, requested: bool | None, field: str | None = "truncate") -> Truncation:
+    """The request's ``truncate`` (``field``; None: the route has none) or else --auto-truncate; the refusal
+    names whichever of the two said no."""
+    if requested is None and service.config.auto_truncate:
+        return Truncation(True)
+    remedy = f"send {field}=true, or shorten it" if field else "shorten it, or send long_text='truncate'"
+    if requested is None:
+        return Truncation(False, f"the server runs with --no-auto-truncate: {remedy}")
+    if requested:
+        return Truncation(True)
+    return Truncation(False, f"this request sets {field}=false: {remedy}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +97,7 @@ class Prepared:
     """A request's inputs, tokenized: ids for the batcher, and the windows of texts read whole."""
 
     encoded: list[Encoded]
-    texts: list[str]  # the texts as the model reads them (prompt prepended; [] for token-id inputs)
+    texts: list[str]  # the texts as the model reads them (prompt prepended; "" for an id list; [] for ids only)
     whole: dict[int, Windows]  # inputs over the maximum with long_text='window', cut into windows
     prompt: str | None
     single: bool
@@ -135,27 +176,47 @@ def plan_windows(service: Service, backend: bk.Backend, texts: list[str], encode
     return {i: Windows(from_whole(e, prefix, suffix, detail), room, s) for i, e, s in zip(long, encodings, starts)}
 
 
-def prepare(service: Service, backend: bk.Backend, body: Any, value: Any, field: str, truncate: bool,
-            direction: str = "right", detail: bool = False) -> Prepared:
-    """Tokenize one request (in a worker thread); an explicit long_text replaces the truncate rules."""
+def prepare(service: Service, backend: bk.Backend, body: Any, value: Any, field: str, truncate: Truncation,
+            direction: str = "right", detail: bool = False, limit: int | None = None) -> Prepared:
+    """Tokenize one request (in a worker thread); an explicit long_text replaces the truncate rules. Texts and
+    id lists may be mixed (each id list is taken as it is; the prompt applies to the texts)."""
     items, are_ids, single = split_inputs(value)
-    service.check_count(items, field)
+    service.check_count(items, field, limit)
+    check_not_empty(items, field)
     check_positive_stride(body)
-    prompt = resolve_prompt(backend, body, are_ids)
+    id_at = [i for i, item in enumerate(items) if isinstance(item, list)]
+    if id_at:
+        resolve_prompt(backend, body, True)  # an explicit prompt beside token ids is refused
     window = body.long_text == "window"
-    if are_ids:  # ids are the model's input as given: over the maximum, window cannot re-read them
-        cut = False if window else truncate or body.long_text == "truncate"
-        return Prepared(backend.tokens.check_ids(items, field, cut), [], {}, None, single)
-    cut = truncate if body.long_text is None else True
-    texts = with_prompt(items, prompt)
-    encoded = backend.tokens.encode(texts, field, cut, direction)
+    # ids are the model's input as given: over the maximum, window cannot re-read them
+    ids_cut = False if window else truncate.cut or body.long_text == "truncate"
+    ids_hint = WINDOW_IDS_HINT if window else truncate.hint
+    if are_ids:
+        return Prepared(backend.tokens.check_ids(items, field, ids_cut, hint=ids_hint), [], {}, None, single)
+    text_at = [i for i, item in enumerate(items) if not isinstance(item, list)]
+    at = text_at if id_at else None
+    prompt = resolve_prompt(backend, body, False)
+    cut = truncate.cut if body.long_text is None else True
+    texts = with_prompt([items[i] for i in text_at], prompt)
+    encoded = backend.tokens.encode(texts, field, cut, direction, at=at, hint=truncate.hint)
+    if id_at:  # mixed: back in request order, "" standing for each id list's text
+        ids = backend.tokens.check_ids([items[i] for i in id_at], field, ids_cut, at=id_at, hint=ids_hint)
+        encoded, texts = _in_order(text_at, encoded, texts, id_at, ids)
     whole = plan_windows(service, backend, texts, encoded, body.window_stride, detail) if window else {}
     return Prepared(encoded, texts, whole, prompt, single)
 
 
-async def prepared(service: Service, backend: bk.Backend, body: Any, value: Any, field: str, truncate: bool,
-                   direction: str = "right") -> Prepared:
-    return await asyncio.to_thread(prepare, service, backend, body, value, field, truncate, direction)
+def _in_order(text_at: list[int], encoded: list[Encoded], texts: list[str], id_at: list[int],
+              ids: list[Encoded]) -> tuple[list[Encoded], list[str]]:
+    slots: dict[int, tuple[Encoded, str]] = {i: (e, t) for i, e, t in zip(text_at, encoded, texts)}
+    slots.update({i: (e, "") for i, e in zip(id_at, ids)})
+    ordered = [slots[i] for i in range(len(slots))]
+    return [e for e, _ in ordered], [t for _, t in ordered]
+
+
+async def prepared(service: Service, backend: bk.Backend, body: Any, value: Any, field: str, truncate: Truncation,
+                   direction: str = "right", limit: int | None = None) -> Prepared:
+    return await asyncio.to_thread(prepare, service, backend, body, value, field, truncate, direction, False, limit)
 
 
 def window_mode(backend: bk.Backend, output: str) -> str:
@@ -223,11 +284,13 @@ def words_cost(backend: bk.Backend, inputs: Prepared) -> Cost:
                 + 2 * chars)
 
 
-async def embed_words(service: Service, backend: bk.Backend, body: Any, truncate: bool,
+async def embed_words(service: Service, backend: bk.Backend, body: Any, truncate: Truncation,
                       receive: Any) -> tuple[Answer, int]:
     """Word vectors: texts within the maximum (or truncated) through the runtime's output='word'; a text read
     whole through its windows, then its token rows pooled per word as the runtime does."""
+    started = perf_counter()
     inputs = await asyncio.to_thread(prepare, service, backend, body, body.inputs, "inputs", truncate, "right", True)
+    tokenizing = perf_counter() - started
     needed = words_cost(backend, inputs)
     service.check_cost(needed)
     keys: list[BatchKey] = []
@@ -244,6 +307,7 @@ async def embed_words(service: Service, backend: bk.Backend, body: Any, truncate
             keys.append(word_key)
             payloads.append((len(e.ids), items[i]))
     answer = await service.compute(backend, word_key, payloads, receive, keys, usage_tokens=inputs.usage())
+    answer.tokenization_seconds = tokenizing
     if inputs.whole:
         rows = joined(inputs, answer.results, "rows", backend.pooled_output)
         answer.results = [_words(inputs, i, r, body.normalize) if i in inputs.whole else r for i, r in enumerate(rows)]

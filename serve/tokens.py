@@ -15,6 +15,8 @@ from polyglot_onnx.serve.cost import BYTES_PER_TOKEN
 from polyglot_onnx.serve.errors import Kind, ServeError
 from polyglot_onnx.serve.responses import ROWS_PER_CHUNK, dumps
 
+TRUNCATE_HINT = "shorten it, or send truncate=true"  # what to do about an input over the model maximum
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -67,10 +69,13 @@ class Tokens:
             self._clones[direction] = clone
         return self._clones[direction]
 
-    def encode(self, texts: Sequence[str], field: str, truncate: bool, direction: str = "right") -> list[Encoded]:
-        """Ids the model will see; without ``truncate`` an over-long input is a 422 naming its length."""
-        for i, text in enumerate(texts):
-            check_text(text, f"{field}[{i}]" if len(texts) > 1 else field)
+    def encode(self, texts: Sequence[str], field: str, truncate: bool, direction: str = "right",
+               at: Sequence[int] | None = None, hint: str = TRUNCATE_HINT) -> list[Encoded]:
+        """Ids the model will see; without ``truncate`` an over-long input is a 422 naming its length and
+        ``hint`` (why it was not truncated, and what to do). ``at``: each text's index in the request."""
+        names = _names(field, len(texts), at)
+        for text, name in zip(texts, names):
+            check_text(text, name)
         tokenizer = self._tokenizer(direction)
         if truncate:  # a long text is cut to what the model can keep before the tokenizer reads it
             encodings, _ = cut_for_truncation(tokenizer, texts, self.max_length, left=direction == "left")
@@ -82,41 +87,40 @@ class Tokens:
             if length > self.max_length and not truncate:
                 raise ServeError(
                     Kind.VALIDATION,
-                    f"{field}[{i}] has {length} tokens, over the model maximum of {self.max_length}: shorten it, "
-                    "or send truncate=true (the server was started with --no-auto-truncate)",
+                    f"{names[i]} has {length} tokens, over the model maximum of {self.max_length}: {hint}",
                     code="context_length_exceeded",
                     param=field,
                 )
             out.append(Encoded(list(enc.ids), length, length > len(enc.ids)))
         return out
 
-    def check_ids(self, rows: Sequence[Sequence[int]], field: str, truncate: bool) -> list[Encoded]:
+    def check_ids(self, rows: Sequence[Sequence[int]], field: str, truncate: bool, at: Sequence[int] | None = None,
+                  hint: str = TRUNCATE_HINT) -> list[Encoded]:
         """Token-id inputs: in the vocabulary, not empty, and within the model maximum."""
         out = []
-        for i, row in enumerate(rows):
-            name = f"{field}[{i}]" if len(rows) > 1 or field.endswith("]") else field
-            if not row:
-                raise ServeError(Kind.EMPTY, f"{name} is an empty token list: pass at least one id", param=field)
-            bad = next((t for t in row if not 0 <= t < self.vocab_size), None)
-            if bad is not None:
-                raise ServeError(
-                    Kind.VALIDATION,
-                    f"{name} holds token id {bad}, outside this model's vocabulary of {self.vocab_size}: "
-                    "send ids from this model's /tokenize",
-                    code="invalid_value",
-                    param=field,
-                )
+        for row, name in zip(rows, _names(field, len(rows), at)):
+            self._check_row(row, name, field)
             if len(row) > self.max_length and not truncate:
                 raise ServeError(
                     Kind.VALIDATION,
-                    f"{name} has {len(row)} tokens, over the model maximum of {self.max_length}: shorten it, "
-                    "or send truncate=true",
+                    f"{name} has {len(row)} tokens, over the model maximum of {self.max_length}: {hint}",
                     code="context_length_exceeded",
                     param=field,
                 )
             ids = list(row[: self.max_length])
             out.append(Encoded(ids, len(row), len(row) > len(ids)))
         return out
+
+    def _check_row(self, row: Sequence[int], name: str, field: str) -> None:
+        """A row of ids: not empty (400, as TEI), every id in the vocabulary (422)."""
+        if not row:
+            raise ServeError(Kind.EMPTY, f"`{name}` cannot be empty: an empty token list, pass at least one id",
+                             code="empty_input", param=field)
+        bad = next((t for t in row if not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise ServeError(Kind.VALIDATION, f"{name} holds token id {bad}, outside this model's vocabulary of "
+                             f"{self.vocab_size}: send ids from this model's /tokenize", code="invalid_value",
+                             param=field)
 
     def check_whole(self, texts: Sequence[str], max_tokens: int, field: str, why: str) -> None:
         """413 for a text with more than ``max_tokens`` tokens, counted without holding its whole encoding (a 2 MB
@@ -151,21 +155,40 @@ class Tokens:
             raise ServeError(Kind.PAYLOAD, f"the answer would be about {size} bytes ({count} tokens), over the "
                              f"limit of {max_bytes} per request (--max-response-bytes): send shorter texts",
                              code="response_too_large", param=field)
-        return [TokenDetail(e) for e in encodings], size
+        return [TokenDetail(e, t) for e, t in zip(encodings, texts)], size
+
+    def decode(self, rows: Sequence[Sequence[int]], field: str, skip_special_tokens: bool) -> list[str]:
+        """TEI's /decode: each row of ids back to text (ids checked against the vocabulary first)."""
+        for row, name in zip(rows, _names(field, len(rows), None)):
+            self._check_row(row, name, field)
+        decoded: list[str] = self.encoder.tokenizer.decode_batch([list(r) for r in rows],
+                                                                 skip_special_tokens=skip_special_tokens)
+        return decoded
+
+
+def _names(field: str, count: int, at: Sequence[int] | None) -> list[str]:
+    """How refusals name each input: ``inputs`` alone, else ``inputs[i]`` with i its index in the request."""
+    if at is not None:
+        return [f"{field}[{i}]" for i in at]
+    return [f"{field}[{i}]" if count > 1 or field.endswith("]") else field for i in range(count)]
+
 
 class TokenDetail:
-    """One input's /tokenize answer: rendered a few hundred tokens at a time (serve/responses.py), so a long
-    text's answer never exists as one dict per token all at once."""
+    """One input's /tokenize answer, as TEI's: a token's ``text`` is the part of the input it covers (its
+    special tokens: the token itself, with no span). Rendered a few hundred tokens at a time
+    (serve/responses.py), so a long text's answer never exists as one dict per token all at once."""
 
-    def __init__(self, encoding: Any) -> None:
+    def __init__(self, encoding: Any, text: str) -> None:
         self.encoding = encoding
+        self.text = text
 
     def _rows(self) -> Iterator[list[dict[str, Any]]]:
-        enc = self.encoding
+        enc, text = self.encoding, self.text
         ids, tokens, offsets, special = enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask
         for start in range(0, len(ids), ROWS_PER_CHUNK):
-            yield [{"id": ids[k], "text": tokens[k], "special": bool(special[k]),
-                    "start": None if special[k] else offsets[k][0], "stop": None if special[k] else offsets[k][1]}
+            yield [{"id": ids[k], "text": tokens[k], "special": True, "start": None, "stop": None} if special[k]
+                   else {"id": ids[k], "text": text[offsets[k][0]:offsets[k][1]], "special": False,
+                         "start": offsets[k][0], "stop": offsets[k][1]}
                    for k in range(start, min(start + ROWS_PER_CHUNK, len(ids)))]
 
     def plain(self) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ def packages(tiny_models, quantized):
 @pytest.fixture(scope="module")
 def server(packages):
     srv = start_server(*(f"--name={n}={p}" for n, p in packages.items()), "--threads", "1",
-                       "--max-client-batch-size", "8", "--payload-limit", "20000")
+                       "--max-client-batch-size", "8", "--payload-limit", "20000", "--strict-model-name")
     yield srv
     assert srv.stop() == 0, srv.output()
 
@@ -78,12 +78,13 @@ def test_tei_routes_equal_the_runtime(server, local):
     res = post(server, "/embed", {"inputs": texts, "normalize": False})
     assert res.status_code == 200
     np.testing.assert_array_equal(np.array(res.json(), np.float32), emb.encode(texts, normalize=False))
-    assert int(res.headers["x-compute-tokens"]) > 0
-    assert all(float(res.headers[h]) >= 0 for h in ("x-queue-time", "x-inference-time", "x-total-time"))
-    # token ids from /tokenize give the same vector as the text
+    assert int(res.headers["x-compute-tokens"]) > 0 and res.headers["x-polyglot-variant"] == emb.variant
+    assert all(int(res.headers[h]) >= 0 for h in ("x-queue-time", "x-inference-time", "x-total-time"))
+    # token ids from /tokenize give the same vector as the text; a token's text is the part of the input it covers
     tok = post(server, "/tokenize", {"inputs": texts[0]}).json()[0]
     enc = emb.engine.text.encode([texts[0]])[0]
-    assert [t["id"] for t in tok] == enc.ids and [t["text"] for t in tok] == enc.tokens
+    assert [t["id"] for t in tok] == enc.ids and tok[0]["text"] == enc.tokens[0]
+    assert [t["text"] for t in tok[1:-1]] == [texts[0][a:b] for a, b in enc.offsets[1:-1]]
     assert tok[1]["start"] == enc.offsets[1][0] and tok[0]["special"] and tok[0]["start"] is None
     by_ids = post(server, "/embed", {"inputs": [t["id"] for t in tok]}).json()
     np.testing.assert_array_equal(np.array(by_ids, np.float32), emb.encode([texts[0]]))
@@ -214,9 +215,9 @@ def test_openai_error_paths(server):
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="bert", input=[])
     res = httpx.post(f"{server.url}/v1/embeddings", content=b'{"input": "x", "model": ', headers=JSON)
-    assert res.status_code == 422 and "not valid JSON" in res.json()["error"]["message"]
+    assert res.status_code == 400 and "not valid JSON" in res.json()["error"]["message"]  # OpenAI's status
     res = httpx.post(f"{server.url}/v1/embeddings", json={"input": "x", "model": "bert", "encoding_format": "hex"})
-    assert res.status_code == 422 and res.json()["error"]["param"] == "encoding_format"
+    assert res.status_code == 400 and res.json()["error"]["param"] == "encoding_format"
 
 
 def test_metrics_parse_and_count_the_requests_sent(server):
