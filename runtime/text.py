@@ -274,6 +274,12 @@ class TextEncoder:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def decode_batch(self, rows: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        """Many decodes in one call (the tokenizer runs them in parallel): what ``decode`` gives, row by row."""
+        if not rows:
+            return []
+        return list(self.tokenizer.decode_batch([list(r) for r in rows], skip_special_tokens=skip_special_tokens))
+
 
 def pad_ids(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad id rows to the longest (rounded up to ``multiple``): int64 ids and attention mask."""

@@ -113,3 +113,12 @@ def test_dispatch_finds_the_route_result_through_values_not_shapes():
     produced = {o: n for n in (attention, transpose, shape, div) for o in n.output}
     assert _reaches(transpose, produced, "Attention")
     assert not _reaches(div, produced, "Attention")
+
+
+def test_batched_decoding_is_decoding_row_by_row(bert_fm):
+    """FillMask decodes a call's strings in two batched calls: the same strings as one decode per row."""
+    text = bert_fm.engine.text
+    rows = [e.ids for e in text.encode(["Paris ist die Hauptstadt [MASK] Frankreich.", "¿Dónde está la estación?", "a"])]
+    for skip in (True, False):
+        assert text.decode_batch(rows, skip_special_tokens=skip) == [text.decode(r, skip_special_tokens=skip) for r in rows]
+    assert text.decode_batch([]) == []
