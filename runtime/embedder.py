@@ -16,6 +16,7 @@ from polyglot_onnx.runtime import st_compat as st
 from polyglot_onnx.runtime.client import EngineClient
 from polyglot_onnx.runtime.engine import Engine
 from polyglot_onnx.runtime.long_text import check_mode, run_windowed
+from polyglot_onnx.runtime.records import TokenEmbeddings, WordEmbeddings, token_embeddings, word_embeddings
 from polyglot_onnx.runtime.text import (
     DEFAULT_TEXT_LIMITS,
     TextLimits,
@@ -61,24 +62,6 @@ class Tokenized:
         if self.long_text == "window":
             return kept + dropped, np.zeros(len(kept), dtype=bool)
         return kept, dropped > 0
-
-
-@dataclass(frozen=True)
-class TokenEmbeddings:
-    """One text's token vectors, with the token strings and (start, end) character offsets."""
-
-    tokens: list[str]
-    offsets: list[tuple[int, int]]
-    embeddings: np.ndarray  # [n_tokens, hidden]
-
-
-@dataclass(frozen=True)
-class WordEmbeddings:
-    """One text's word vectors: subword pieces mean-pooled back to the tokenizer's words."""
-
-    words: list[str]
-    offsets: list[tuple[int, int]]
-    embeddings: np.ndarray  # [n_words, hidden]
 
 
 def _normalized(x: np.ndarray) -> np.ndarray:
@@ -314,7 +297,8 @@ class Embedder(EngineClient, st.SentenceTransformersMethods):
             for row, i in enumerate(batch):
                 vectors = hidden[row, : len(encodings[i].ids)]
                 self.engine.ensure_finite(vectors, [i] * len(vectors))
-                record = _tokens(encodings[i], vectors) if output == "token" else _words(items[i], encodings[i], vectors)
+                record = (token_embeddings(encodings[i], vectors) if output == "token"
+                          else word_embeddings(items[i], encodings[i], vectors))
                 if normalize:
                     record = replace(record, embeddings=_normalized(record.embeddings))
                 records[i] = record
@@ -363,7 +347,7 @@ class Embedder(EngineClient, st.SentenceTransformersMethods):
         records: list[Any] = []
         for text, doc, rows in zip(items, docs, hidden):
             vectors = cast(np.ndarray, rows)  # all_tokens=True above: every document's token rows are there
-            record = _tokens(doc, vectors) if output == "token" else _words(text, doc, vectors)
+            record = token_embeddings(doc, vectors) if output == "token" else word_embeddings(text, doc, vectors)
             records.append(replace(record, embeddings=_normalized(record.embeddings)) if normalize else record)
         return records
 
@@ -400,30 +384,3 @@ def check_window_pooling(pooling: str) -> None:
             f"long_text='window' pools a long text's merged tokens by mean or CLS, not by this package's "
             f"{pooling!r} pipeline: use long_text='truncate', or pooling='cls'"
         )
-
-
-def word_embeddings(text: str, encoding: Any, vectors: np.ndarray) -> WordEmbeddings:
-    """Subword vectors mean-pooled per word (what output='word' gives), for callers that run the graph
-    themselves (the server's windows)."""
-    return _words(text, encoding, vectors)
-
-
-def _tokens(encoding: Any, vectors: np.ndarray) -> TokenEmbeddings:
-    return TokenEmbeddings(list(encoding.tokens), [tuple(o) for o in encoding.offsets], np.array(vectors))
-
-
-def _words(text: str, encoding: Any, vectors: np.ndarray) -> WordEmbeddings:
-    """Mean of each word's pieces; special tokens (word id None) are left out."""
-    groups: dict[int, list[int]] = {}
-    for position, word in enumerate(encoding.word_ids):
-        if word is not None:
-            groups.setdefault(word, []).append(position)
-    words, offsets, pooled = [], [], []
-    for positions in groups.values():
-        start = encoding.offsets[positions[0]][0]
-        end = encoding.offsets[positions[-1]][1]
-        words.append(text[start:end].strip())
-        offsets.append((start, end))
-        pooled.append(vectors[positions].mean(axis=0))
-    hidden = vectors.shape[-1]
-    return WordEmbeddings(words, offsets, np.stack(pooled) if pooled else np.zeros((0, hidden), np.float32))

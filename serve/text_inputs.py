@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx.errors import InputError
-from polyglot_onnx.runtime.embedder import check_window_pooling, word_embeddings
+from polyglot_onnx.runtime.embedder import check_window_pooling
 from polyglot_onnx.runtime.long_text import (
     Windows,
     check_stride,
@@ -30,6 +30,7 @@ from polyglot_onnx.runtime.long_text import (
     special_frame,
     window_starts,
 )
+from polyglot_onnx.runtime.records import word_embeddings
 from polyglot_onnx.runtime.sentence_options import resolve_prompt as runtime_prompt
 from polyglot_onnx.runtime.sentence_options import with_prompt
 from polyglot_onnx.serve import backend as bk
