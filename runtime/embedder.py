@@ -64,12 +64,6 @@ class Tokenized:
         return kept, dropped > 0
 
 
-def _normalized(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    out: np.ndarray = x / np.maximum(norm, 1e-12)
-    return out
-
-
 class Embedder(EngineClient, st.SentenceTransformersMethods):
     """Sentence vectors for search and clustering; token and word vectors for alignment and tagging.
 
@@ -300,7 +294,7 @@ class Embedder(EngineClient, st.SentenceTransformersMethods):
                 record = (token_embeddings(encodings[i], vectors) if output == "token"
                           else word_embeddings(items[i], encodings[i], vectors))
                 if normalize:
-                    record = replace(record, embeddings=_normalized(record.embeddings))
+                    record = replace(record, embeddings=opts.normalized(record.embeddings))
                 records[i] = record
             if on_batch:
                 on_batch(len(batch))
@@ -327,7 +321,7 @@ class Embedder(EngineClient, st.SentenceTransformersMethods):
         if dimensions is not None:
             out = np.ascontiguousarray(out[:, :dimensions])
         if normalize:
-            out = _normalized(out)
+            out = opts.normalized(out)
         return out if precision == "float32" else opts.quantize(out, precision, ranges)
 
     def _encode_windowed(
@@ -343,12 +337,12 @@ class Embedder(EngineClient, st.SentenceTransformersMethods):
         )
         if output == "sentence":
             out = np.stack(pooled).astype(np.float32)
-            return _normalized(out) if normalize else out
+            return opts.normalized(out) if normalize else out
         records: list[Any] = []
         for text, doc, rows in zip(items, docs, hidden):
             vectors = cast(np.ndarray, rows)  # all_tokens=True above: every document's token rows are there
             record = token_embeddings(doc, vectors) if output == "token" else word_embeddings(text, doc, vectors)
-            records.append(replace(record, embeddings=_normalized(record.embeddings)) if normalize else record)
+            records.append(replace(record, embeddings=opts.normalized(record.embeddings)) if normalize else record)
         return records
 
     def encode_ids(self, rows: Sequence[Sequence[int]], pooling: str | None = None, output: str = "sentence") -> Any:

@@ -34,6 +34,13 @@ def with_prompt(texts: list[str], prompt: str | None) -> list[str]:
     return [prompt + text for text in texts] if prompt else texts
 
 
+def normalized(x: np.ndarray) -> np.ndarray:
+    """Unit length along the last axis (a zero vector stays zero): the runtime's and the server's one rule."""
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    out: np.ndarray = x / np.maximum(norm, 1e-12)
+    return out
+
+
 def check_dimensions(dimensions: int | None, width: int) -> None:
     if dimensions is None:
         return

@@ -18,6 +18,7 @@ import numpy as np
 
 from polyglot_onnx.errors import InputError
 from polyglot_onnx.runtime import sentence_options
+from polyglot_onnx.runtime.sentence_options import normalized
 from polyglot_onnx.serve import backend as bk
 from polyglot_onnx.serve import cost
 from polyglot_onnx.serve.errors import Kind, ServeError
@@ -25,13 +26,6 @@ from polyglot_onnx.serve.keys import SENTENCE
 from polyglot_onnx.serve.service import Answer, ClientGone, Service
 from polyglot_onnx.serve.text_inputs import Prepared, Truncation, characters, prepared
 from polyglot_onnx.serve.text_inputs import embed as embed_inputs
-
-
-def normalized(x: np.ndarray) -> np.ndarray:
-    """The runtime's normalisation, row by row, so served vectors equal Embedder.encode's."""
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    out: np.ndarray = x / np.maximum(norm, 1e-12)
-    return out
 
 
 def check_dimensions(dimensions: int | None, hidden: int, field: str = "dimensions") -> int:

@@ -31,8 +31,8 @@ from polyglot_onnx.runtime.long_text import (
     window_starts,
 )
 from polyglot_onnx.runtime.records import word_embeddings
+from polyglot_onnx.runtime.sentence_options import normalized, with_prompt
 from polyglot_onnx.runtime.sentence_options import resolve_prompt as runtime_prompt
-from polyglot_onnx.runtime.sentence_options import with_prompt
 from polyglot_onnx.serve import backend as bk
 from polyglot_onnx.serve import cost
 from polyglot_onnx.serve.cost import Cost
@@ -319,7 +319,5 @@ def _words(inputs: Prepared, i: int, vectors: np.ndarray, normalize: bool) -> An
     """A whole text's word vectors, as Embedder.encode(output='word', long_text='window') makes them."""
     from dataclasses import replace
 
-    from polyglot_onnx.runtime.embedder import _normalized
-
     record = word_embeddings(inputs.texts[i], inputs.whole[i].doc, vectors)
-    return replace(record, embeddings=_normalized(record.embeddings)) if normalize else record
+    return replace(record, embeddings=normalized(record.embeddings)) if normalize else record
