@@ -211,6 +211,26 @@ class Embedder(EngineClient, st.SentenceTransformersMethods):
                           on_batch=on_batch)
         return st.shaped(out, kind, isinstance(texts, str), convert_to_numpy)
 
+    def encode_query(self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
+                     **options: Any) -> Any:
+        """``encode`` with the package's query prompt, as sentence-transformers' encode_query picks it: the
+        ``query`` prompt when the package has one and no prompt is given, else what ``encode`` would use."""
+        return self.encode(texts, prompt_name=self._role_prompt(prompt_name, prompt, ("query",)), prompt=prompt,
+                           **options)
+
+    def encode_document(self, texts: str | Sequence[str], prompt_name: str | None = None, prompt: str | None = None,
+                        **options: Any) -> Any:
+        """``encode`` with the package's document prompt: ``document``, else ``passage``, else ``corpus``
+        (sentence-transformers' order), when the package has one and no prompt is given."""
+        return self.encode(texts, prompt_name=self._role_prompt(prompt_name, prompt, ("document", "passage", "corpus")),
+                           prompt=prompt, **options)
+
+    def _role_prompt(self, prompt_name: str | None, prompt: str | None, names: tuple[str, ...]) -> str | None:
+        if prompt_name is not None or prompt is not None:
+            return prompt_name
+        prompts = self.engine.manifest.model.prompts
+        return next((name for name in names if name in prompts), None)
+
     def tokenize(self, texts: str | Sequence[str], long_text: str = "truncate", *, prompt_name: str | None = None,
                  prompt: str | None = None) -> Tokenized:
         """The first half of ``encode``: check, prompt and tokenize once.
