@@ -21,11 +21,12 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from polyglot_onnx.bench.timing import median_ms  # one warm-up call, then the median of the timed ones
 
 
 def _text(n_tokens: int, emb: Any) -> str:
@@ -42,17 +43,7 @@ def _text(n_tokens: int, emb: Any) -> str:
     return " ".join(words[:lo])
 
 
-def _median_ms(fn: Any, calls: int) -> float:
-    fn()  # warm-up
-    runs = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        runs.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(runs))
-
-
-def _embed_times(package: str, variant: str, calls: int) -> tuple[dict[str, float], str, str]:
+def _embed_times(package: str, variant: str, calls: int) -> tuple[dict[str, float], str]:
     from polyglot_onnx import Embedder
 
     emb = Embedder.load(package, provider="cpu", variant=variant, threads=2, verify=False)
@@ -60,12 +51,12 @@ def _embed_times(package: str, variant: str, calls: int) -> tuple[dict[str, floa
     words = texts[128].rsplit(" ", 8)
     masked = f"{words[0]} {emb.engine.manifest.tokenizer.mask_token} " + " ".join(words[1:-1])
     times = {
-        "embed b1 s32": _median_ms(lambda: emb.encode([texts[32]]), calls),
-        "embed b1 s128": _median_ms(lambda: emb.encode([texts[128]]), calls),
-        "embed b1 s512": _median_ms(lambda: emb.encode([texts[512]]), calls),
-        "embed b32 s128": _median_ms(lambda: emb.encode([texts[128]] * 32, batch_size=32), max(3, calls // 4)),
+        "embed b1 s32": median_ms(lambda: emb.encode([texts[32]]), calls),
+        "embed b1 s128": median_ms(lambda: emb.encode([texts[128]]), calls),
+        "embed b1 s512": median_ms(lambda: emb.encode([texts[512]]), calls),
+        "embed b32 s128": median_ms(lambda: emb.encode([texts[128]] * 32, batch_size=32), max(3, calls // 4)),
     }
-    return times, masked, variant
+    return times, masked
 
 
 def child(package: str, variant: str, calls: int) -> dict[str, float]:
@@ -75,9 +66,9 @@ def child(package: str, variant: str, calls: int) -> dict[str, float]:
     from polyglot_onnx import FillMask
 
     warnings.simplefilter("ignore")  # the 512-token text is cut at the model's maximum, on purpose
-    times, masked, _ = _embed_times(package, variant, calls)  # its session is gone when this returns
+    times, masked = _embed_times(package, variant, calls)  # its session is gone when this returns
     fill = FillMask.load(package, provider="cpu", variant=variant, threads=2, verify=False)
-    times["fill-mask b1 s128"] = _median_ms(lambda: fill(masked), calls)
+    times["fill-mask b1 s128"] = median_ms(lambda: fill(masked), calls)
     return times
 
 

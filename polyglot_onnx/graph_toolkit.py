@@ -23,6 +23,7 @@ SCOPE_KEY = "pkg.torch.onnx.name_scopes"  # where torch.onnx (dynamo) records ea
 # the encoder layer's own scope: 'bert.encoder.layer.3' (BERT), 'model.layers.3' (ModernBERT)
 LAYER_SCOPE = re.compile(r"(?:^|\.)layers?\.(\d+)$")
 DEFAULT_DOMAINS = ("", "ai.onnx")
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib operators
 
 
 @dataclass
@@ -124,3 +125,16 @@ def weight_matmuls(model: Any) -> list[Any]:
         if init is not None and len(init.dims) == 2 and init.data_type == TensorProto.FLOAT:
             found.append(node)
     return found
+
+
+def default_opset(model: Any) -> int:
+    """The model's ai.onnx opset version (0 when it declares none)."""
+    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 0)
+
+
+def ensure_contrib_opset(model: Any) -> None:
+    """Declares onnxruntime's com.microsoft domain, once, for a pass that adds contrib operators."""
+    from onnx import helper
+
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))

@@ -14,10 +14,16 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx.errors import QuantizeError
-from polyglot_onnx.graph_toolkit import PassReport, consumers, in_subgraph, initializers
+from polyglot_onnx.graph_toolkit import (
+    MS_DOMAIN,
+    PassReport,
+    consumers,
+    ensure_contrib_opset,
+    in_subgraph,
+    initializers,
+)
 from polyglot_onnx.manifest import INPUT_IDS
 
-MS_DOMAIN = "com.microsoft"
 # MatMulNBits accuracy_level 4: activations quantized to int8 per block, int8 dot products.
 HEAD_ACCURACY_LEVEL = 4
 
@@ -202,8 +208,7 @@ class QuantizeTiedEmbedding:
         kept = [i for i in model.graph.initializer if i.name != name]
         del model.graph.initializer[:]
         model.graph.initializer.extend(kept + new_inits)
-        if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        ensure_contrib_opset(model)
         return PassReport("tied-embedding-int8", {
             "quantized": True,
             "table": name,

@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 
 from polyglot_onnx.errors import QuantizeError
-from polyglot_onnx.graph_toolkit import PassReport, initializers, used_names, weight_matmuls
+from polyglot_onnx.graph_toolkit import (
+    MS_DOMAIN,
+    PassReport,
+    default_opset,
+    ensure_contrib_opset,
+    initializers,
+    used_names,
+    weight_matmuls,
+)
 
 ACTIVATION_LEVELS = 127  # symmetric int8 activations, stored as uint8 around zero point 128
 ACTIVATION_ZERO_POINT = 128
@@ -92,18 +100,6 @@ def row_quantize(x: str, tag: str, hidden: int, blocked: bool = True) -> list[An
     ]
 
 
-def default_opset(model: Any) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-
-
-def ensure_contrib_opset(model: Any) -> None:
-    """MatMulIntegerToFloat lives in onnxruntime's com.microsoft domain."""
-    from onnx import helper
-
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-
-
 class QuantizeMatMulsPerRow:
     """Replaces every weight MatMul (but those in ``keep``) with the per-row int8 subgraph above."""
 
@@ -150,7 +146,7 @@ class QuantizeMatMulsPerRow:
                 body += [
                     helper.make_node("MatMulIntegerToFloat",
                                      [f"{t}.u8", f"{w_name}.rowq_w", "rowq.one", f"{w_name}.rowq_ws", "rowq.zero_point"],
-                                     [f"{tag}.cols"], name=f"{tag}.rowq_mm", domain="com.microsoft"),
+                                     [f"{tag}.cols"], name=f"{tag}.rowq_mm", domain=MS_DOMAIN),
                     helper.make_node("Mul", [f"{tag}.cols", f"{t}.scale"], [node.output[0]], name=f"{tag}.rowq_rows"),
                 ]
             # the activation's quantization goes where its first MatMul was; each MatMul's body after it

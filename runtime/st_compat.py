@@ -16,6 +16,7 @@ import numpy as np
 
 from polyglot_onnx.errors import DependencyError, InputError, PackageError
 from polyglot_onnx.manifest import SIMILARITY_FUNCTIONS
+from polyglot_onnx.runtime.sentence_options import normalized
 
 if TYPE_CHECKING:
     from polyglot_onnx.runtime.engine import Engine
@@ -158,11 +159,6 @@ def _pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-    return out
-
-
 def _manhattan(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     rows = max(1, MANHATTAN_CHUNK // max(1, y.size))
     return -np.concatenate([np.abs(x[i : i + rows, None, :] - y[None]).sum(-1) for i in range(0, len(x), rows)])
@@ -176,13 +172,13 @@ def _euclidean(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 MATRIX: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "cosine": lambda x, y: _unit(x) @ _unit(y).T,
+    "cosine": lambda x, y: normalized(x) @ normalized(y).T,
     "dot": lambda x, y: x @ y.T,
     "euclidean": _euclidean,
     "manhattan": _manhattan,
 }
 PAIRWISE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "cosine": lambda x, y: (_unit(x) * _unit(y)).sum(-1),
+    "cosine": lambda x, y: (normalized(x) * normalized(y)).sum(-1),
     "dot": lambda x, y: (x * y).sum(-1),
     "euclidean": lambda x, y: -np.sqrt(((x.astype(np.float64) - y) ** 2).sum(-1)),
     "manhattan": lambda x, y: -np.abs(x - y).sum(-1),

@@ -271,9 +271,6 @@ class TextEncoder:
         """Right-pad to the longest in the batch: int64 ids and attention mask."""
         return pad_ids([e.ids for e in encodings], self.info.pad_token_id, self.pad_to_multiple)
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
     def decode_batch(self, rows: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
         """Many decodes in one call (the tokenizer runs them in parallel): what ``decode`` gives, row by row."""
         if not rows:

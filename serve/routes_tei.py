@@ -10,9 +10,9 @@ import asyncio
 from time import perf_counter
 from typing import Any, cast
 
-import numpy as np
 from fastapi import Request
 
+from polyglot_onnx.runtime import st_compat
 from polyglot_onnx.serve.errors import Kind, ServeError
 from polyglot_onnx.serve.route_table import json, route, service_of
 from polyglot_onnx.serve.routes import health, tei_embed
@@ -56,10 +56,8 @@ async def similarity(body: SimilarityRequest, request: Request) -> Any:
                          truncation_direction=params.truncation_direction)
     ask = Ask(inputs, "inputs", truncation(service, params.truncate), False, params.truncation_direction.lower())
     out = await embed_sentences(service, backend, embed, ask, request.receive)
-    vectors = out.vectors.astype(np.float64)
-    norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-    scores = (vectors[1:] @ vectors[0]) / (norms[1:] * norms[0])
-    return json([float(np.float32(s)) for s in scores], out.headers(started))
+    scores = st_compat.similarity(out.vectors[1:], out.vectors[:1], "cosine")[:, 0]
+    return json([float(s) for s in scores], out.headers(started))
 
 
 @route("/api-doc/openapi.json", "GET", inference=False, public=True)

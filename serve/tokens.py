@@ -161,8 +161,7 @@ class Tokens:
         """TEI's /decode: each row of ids back to text (ids checked against the vocabulary first)."""
         for row, name in zip(rows, _names(field, len(rows), None)):
             self._check_row(row, name, field)
-        decoded: list[str] = self.encoder.tokenizer.decode_batch([list(r) for r in rows],
-                                                                 skip_special_tokens=skip_special_tokens)
+        decoded: list[str] = self.encoder.decode_batch(rows, skip_special_tokens=skip_special_tokens)
         return decoded
 
 
